@@ -1,0 +1,82 @@
+"""The action registry.
+
+Built-in actions are listed here by name and module, and imported only when a
+runbook uses them, so ``runbook --help`` and ``runbook validate`` never pay for
+boto3, kubernetes or psycopg. Third-party packages add actions through the
+entry-point group ``runbook.actions`` (name = action name, value =
+``module:Class``), also loaded lazily.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from functools import lru_cache
+
+from engine.actions.base import Action, ActionError, Context, Result
+
+__all__ = ["Action", "ActionError", "Context", "Result", "get_action", "action_names",
+           "suggest", "UnknownAction"]
+
+ENTRY_POINT_GROUP = "runbook.actions"
+
+# name -> "module:Class". Keep sorted by family.
+BUILTINS: dict[str, str] = {
+    "command": "engine.actions.core:Command",
+    "shell": "engine.actions.core:Shell",
+    "assert": "engine.actions.core:Assert",
+    "fail": "engine.actions.core:Fail",
+    "set_fact": "engine.actions.core:SetFact",
+    "pause": "engine.actions.core:Pause",
+    "wait_for": "engine.actions.core:WaitFor",
+    "debug": "engine.actions.core:Debug",
+    "file.checksum": "engine.actions.files:Checksum",
+    "file.exists": "engine.actions.files:Exists",
+    "http.check": "engine.actions.http:Check",
+    "http.request": "engine.actions.http:Request",
+    "postgres.ping": "engine.actions.postgres:Ping",
+    "postgres.query": "engine.actions.postgres:Query",
+    "postgres.execute": "engine.actions.postgres:Execute",
+    "postgres.dump": "engine.actions.postgres:Dump",
+    "postgres.restore": "engine.actions.postgres:Restore",
+    "postgres.replication": "engine.actions.postgres:Replication",
+    "postgres.promote": "engine.actions.postgres:Promote",
+}
+
+
+class UnknownAction(LookupError):
+    """No built-in or plug-in action has this name."""
+
+
+@lru_cache(maxsize=1)
+def _entry_points() -> dict[str, object]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def action_names() -> list[str]:
+    """Every known action name, built-in and plug-in, sorted."""
+    names = set(BUILTINS) | set(_entry_points())
+    return sorted(names)
+
+
+def is_known(name: str) -> bool:
+    return name in BUILTINS or name in _entry_points()
+
+
+@lru_cache(maxsize=None)
+def get_action(name: str) -> type[Action]:
+    """The action class registered under ``name`` (imports its module now)."""
+    if name in BUILTINS:
+        module, _, attr = BUILTINS[name].partition(":")
+        return getattr(importlib.import_module(module), attr)
+    ep = _entry_points().get(name)
+    if ep is None:
+        raise UnknownAction(name)
+    return ep.load()
+
+
+def suggest(name: str) -> str | None:
+    """The closest known action name, for 'did you mean ...?'."""
+    match = difflib.get_close_matches(name, action_names(), n=1, cutoff=0.6)
+    return match[0] if match else None

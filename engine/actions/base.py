@@ -1,0 +1,157 @@
+"""The action interface: what every built-in and plug-in action implements.
+
+An action is a small class registered under a dotted name. The executor
+renders the step's arguments, validates them against ``args_schema`` and then
+calls ``plan()`` (dry-run, or to show the operator what will change) or
+``run()``. Actions never print: everything they have to say goes into the
+``Result`` they return or the exception they raise.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+
+class ActionError(Exception):
+    """A step failed for a reason the operator can act on (bad path, rc != 0, ...).
+
+    The message is shown as the step's failure; it must never contain secrets
+    (the redactor masks known secrets anyway, but do not rely on it).
+    """
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one action run.
+
+    ``data`` is exposed to templates through ``register``: ``x.rc``,
+    ``x.rows`` ... next to the standard keys ``ok``, ``changed``, ``failed``,
+    ``skipped``, ``elapsed`` and ``message``.
+    """
+
+    ok: bool = True
+    changed: bool = False
+    data: dict = field(default_factory=dict)
+    message: str = ""
+
+
+class Context:
+    """What an action may use while it runs.
+
+    One Context per run; actions read ``dry_run``, ``deadline`` and
+    ``cancelled`` and share expensive clients through ``connection()``.
+    """
+
+    def __init__(self, *, dry_run: bool = False, redactor=None, state_dir=None,
+                 run_id: str = "", operator: str = "") -> None:
+        self.dry_run = dry_run
+        self.redactor = redactor
+        self.state_dir = state_dir
+        self.run_id = run_id
+        self.operator = operator
+        self.cancelled = threading.Event()
+        self._connections: dict[Any, Any] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._processes: set = set()
+
+    # --- per-step deadline (thread-local: parallel steps have their own) ---
+    @property
+    def deadline(self) -> float | None:
+        """``time.monotonic()`` value by which the current step must end, or None."""
+        return getattr(self._local, "deadline", None)
+
+    @deadline.setter
+    def deadline(self, value: float | None) -> None:
+        self._local.deadline = value
+
+    def time_left(self, default: float | None = None) -> float | None:
+        """Seconds left before the step's deadline (never negative), else ``default``."""
+        if self.deadline is None:
+            return default
+        left = max(0.0, self.deadline - time.monotonic())
+        return left if default is None else min(left, default)
+
+    # --- expressions in the step's scope (for assert-like actions) ---
+    def evaluate(self, expression) -> bool:
+        """Truth of a bare expression in the current step's variable scope."""
+        evaluator = getattr(self._local, "evaluator", None)
+        if evaluator is None:
+            raise RuntimeError("no step is running in this thread")
+        return evaluator(expression)
+
+    def bind_step(self, deadline: float | None, evaluator) -> None:
+        """Called by the executor before each action: sets the step's deadline and scope."""
+        self._local.deadline = deadline
+        self._local.evaluator = evaluator
+
+    # --- subprocesses: stopped as a group on timeout or Ctrl-C ---
+    def track(self, process) -> None:
+        with self._lock:
+            self._processes.add(process)
+
+    def untrack(self, process) -> None:
+        with self._lock:
+            self._processes.discard(process)
+
+    def kill_processes(self) -> None:
+        """Kill the process group of every running subprocess (Ctrl-C, abort)."""
+        from engine.actions.process import kill_tree
+
+        with self._lock:
+            running = list(self._processes)
+        for process in running:
+            kill_tree(process)
+
+    # --- connection cache: one client per target per run ---
+    def connection(self, key: Any, factory: Callable[[], Any]) -> Any:
+        """Return the cached client for ``key``, creating it with ``factory`` once."""
+        with self._lock:
+            if key not in self._connections:
+                self._connections[key] = factory()
+            return self._connections[key]
+
+    def close(self) -> None:
+        """Close every cached client that has a ``close()`` method."""
+        with self._lock:
+            for client in self._connections.values():
+                close = getattr(client, "close", None)
+                if callable(close):
+                    try:
+                        close()
+                    except Exception:  # closing at the end of a run must not fail it
+                        pass
+            self._connections.clear()
+
+
+class Action:
+    """Base class. Subclasses set ``name``, ``args_schema``, ``mutates`` and
+    implement ``run()``; ``plan()`` defaults to a one-line summary of the args.
+    """
+
+    name: ClassVar[str] = ""
+    args_schema: ClassVar[dict] = {"type": "object"}
+    mutates: ClassVar[bool] = True
+    #: the step's ``no_log``/secret-bearing arguments are masked by the executor;
+    #: an action may list extra argument names it considers sensitive.
+    sensitive_args: ClassVar[tuple[str, ...]] = ()
+    #: argument keys that are bare expressions, left unrendered for the action
+    raw_args: ClassVar[tuple[str, ...]] = ()
+    #: the result's ``data`` become variables (set_fact)
+    sets_facts: ClassVar[bool] = False
+
+    def plan(self, args: dict, ctx: Context) -> str:
+        """One line: what ``run()`` would change. May use read-only look-ups."""
+        shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        return f"{self.name} {shown}".strip()
+
+    def run(self, args: dict, ctx: Context) -> Result:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def summary(cls) -> str:
+        """First line of the class docstring, for ``runbook actions``."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""

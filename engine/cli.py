@@ -1,0 +1,193 @@
+"""The ``runbook`` command line: parse options, call the engine, render, exit.
+
+No engine logic lives here. Heavy modules are imported inside the commands
+that need them so ``runbook --help`` stays fast.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import traceback
+from datetime import datetime
+
+import click
+
+from engine.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EngineError
+
+EXIT_CRASH = 70
+
+
+class _Group(click.Group):
+    """Turns engine errors into one clear message and their exit code; crashes into a short line."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EngineError as exc:
+            click.echo(exc.render(), err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception:
+            path = _write_crash_report()
+            click.echo(f"internal error: {sys.exc_info()[1]!r} — this is a bug in runbook-engine; "
+                       f"the traceback is in {path}", err=True)
+            ctx.exit(EXIT_CRASH)
+
+
+def _write_crash_report() -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    fd, path = tempfile.mkstemp(prefix=f"runbook-crash-{stamp}-", suffix=".txt")
+    with os.fdopen(fd, "w") as handle:
+        traceback.print_exc(file=handle)
+    return path
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="runbook-engine", prog_name="runbook")
+def cli() -> None:
+    """Declarative runbooks for disaster recovery and incident response.
+
+    \b
+    Exit codes: 0 success, 1 run failed, 2 invalid input, 3 paused,
+    4 aborted by the operator, 5 run held by another process,
+    130 interrupted, 70 internal error.
+    """
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-i", "--inventory", "inventories", multiple=True, type=click.Path(),
+              help="Inventory whose vars count as defined names (repeatable).")
+@click.option("-e", "--extra-vars", "extra", multiple=True, help="Names given at run time count as defined.")
+def validate(paths, inventories, extra) -> None:
+    """Check runbooks: schema, actions, arguments, ids, durations, undefined names."""
+    from engine.validation import validate_paths
+
+    problems, checked = validate_paths(list(paths), list(inventories), list(extra))
+    for problem in problems:
+        click.echo(problem.render(), err=True)
+    if problems:
+        click.echo(f"{len(problems)} problem(s) in {checked} file(s)", err=True)
+        sys.exit(EXIT_INVALID)
+    click.echo(f"ok: {checked} runbook(s) valid")
+
+
+@cli.command()
+@click.argument("runbook", type=click.Path())
+@click.option("-i", "--inventory", "inventories", multiple=True, type=click.Path(),
+              help="Inventory file (repeatable; later files win).")
+@click.option("-e", "--extra-vars", "extra", multiple=True,
+              help="NAME=VALUE, @vars.yaml or a JSON object (repeatable; highest precedence).")
+@click.option("--dry-run", "--check", "dry_run", is_flag=True,
+              help="Rehearse: run read-only steps, plan mutating ones, change nothing.")
+@click.option("--strict", is_flag=True, help="With --dry-run: exit 1 if there are findings.")
+@click.option("--tags", default="", help="Run only steps with these tags (comma-separated).")
+@click.option("--skip-tags", default="", help="Skip steps with these tags (comma-separated).")
+@click.option("--start-at", help="Skip every step before this step id.")
+@click.option("--run-id", help="Id of the new run (default: generated).")
+@click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path(),
+              help="Where runs are kept (default ./.runbook).")
+@click.option("--operator", help="Who runs this (default $RUNBOOK_OPERATOR or login name).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text",
+              help="text (default) or json: one event per line on stdout.")
+def run(runbook, inventories, extra, dry_run, strict, tags, skip_tags, start_at, run_id,
+        state_dir, operator, output) -> None:
+    """Run (or with --dry-run rehearse) a runbook."""
+    from engine.executor import RunOptions
+    from engine.session import RunRequest, start_run
+
+    options = RunOptions(dry_run=dry_run, strict=strict, tags=_csv(tags),
+                         skip_tags=_csv(skip_tags), start_at=start_at)
+    request = RunRequest(runbook=runbook, inventories=list(inventories), extra=list(extra),
+                         options=options, run_id=run_id, state_dir=state_dir, operator=operator)
+    handle = start_run(request, [_reporter(output)])
+    sys.exit(_exit_code(handle.outcome, options))
+
+
+def _csv(text: str) -> frozenset[str]:
+    return frozenset(t.strip() for t in text.split(",") if t.strip())
+
+
+def _reporter(output: str):
+    if output == "json":
+        from engine.reporters.jsonl import JsonLinesReporter
+
+        return JsonLinesReporter()
+    from engine.reporters.console import ConsoleReporter
+
+    return ConsoleReporter()
+
+
+def _exit_code(outcome, options) -> int:
+    if outcome.status == "interrupted":
+        return EXIT_INTERRUPTED
+    if outcome.status == "failed":
+        return EXIT_FAILED
+    if options.dry_run and options.strict and outcome.findings:
+        return EXIT_FAILED
+    return 0
+
+
+@cli.command()
+def schema() -> None:
+    """Print the runbook JSON Schema, composed with every action's arguments."""
+    import json
+
+    from engine.schema import runbook_schema
+
+    click.echo(json.dumps(runbook_schema(), indent=2, ensure_ascii=False))
+
+
+@cli.command(name="actions")
+@click.argument("name", required=False)
+def actions_command(name) -> None:
+    """List actions, or show one action's arguments."""
+    from engine.actions import UnknownAction, action_names, get_action, suggest
+
+    if name is None:
+        for action_name in action_names():
+            cls = get_action(action_name)
+            kind = "mutating" if cls.mutates else "read-only"
+            click.echo(f"{action_name:<22} {kind:<10} {cls.summary()}")
+        return
+    try:
+        cls = get_action(name)
+    except UnknownAction:
+        hint = suggest(name)
+        click.echo(f"unknown action '{name}'" + (f" (did you mean '{hint}'?)" if hint else ""), err=True)
+        sys.exit(EXIT_INVALID)
+    click.echo(_describe_action(cls))
+
+
+def _describe_action(cls) -> str:
+    import json
+
+    lines = [f"{cls.name} ({'mutating' if cls.mutates else 'read-only'})", "", cls.summary(), ""]
+    props = cls.args_schema.get("properties")
+    if not props:
+        for option in cls.args_schema.get("oneOf", []):
+            props = props or option.get("properties")
+    required = set(cls.args_schema.get("required", []))
+    if props:
+        lines.append("Arguments:")
+        for key, spec in props.items():
+            kind = spec.get("type") or ("one of " + json.dumps(spec["enum"]) if "enum" in spec else "any")
+            mark = " (required)" if key in required else ""
+            lines.append(f"  {key:<18} {str(kind):<22} {spec.get('description', '')}{mark}")
+    else:
+        lines.append("Arguments schema:")
+        lines.append(json.dumps(cls.args_schema, indent=2))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cli(prog_name="runbook")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,95 @@
+"""Errors that the command line turns into one clear message and an exit code.
+
+Each class carries its exit code (as click's exceptions do), so the CLI needs
+no table of its own. User errors print one line with a location; an internal
+crash is a different thing and is handled by the CLI's crash handler.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_PAUSED = 3
+EXIT_ABORTED = 4
+EXIT_HELD = 5
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True, order=True)
+class Pos:
+    """A place in a source file (1-based line and column)."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class EngineError(Exception):
+    """Base of every error the user is meant to read. ``exit_code`` tells the CLI what to exit with."""
+
+    exit_code = EXIT_FAILED
+
+    def render(self) -> str:
+        return f"error: {self}"
+
+
+class SourceError(EngineError):
+    """A problem at a place in a runbook or inventory file."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, pos: Pos, message: str, source_line: str = "") -> None:
+        super().__init__(f"{pos}: {message}")
+        self.pos = pos
+        self.message = message
+        self.source_line = source_line
+
+    def render(self) -> str:
+        text = f"{self.pos}: {self.message}"
+        if self.source_line.strip():
+            line, col = _window(self.source_line.rstrip(), max(self.pos.col, 1) - 1)
+            text += f"\n    {line}\n    {' ' * col}^"
+        return text
+
+
+def _window(line: str, col: int, width: int = 100) -> tuple[str, int]:
+    """Cut a long source line to ``width`` characters around ``col``."""
+    line = line.replace("\t", " ")
+    if len(line) <= width:
+        return line, col
+    start = max(0, min(col - width // 2, len(line) - width))
+    return "…" + line[start:start + width] + "…", col - start + 1
+
+
+class SourceErrors(EngineError):
+    """Several ``SourceError`` at once: validation reports every problem, not just the first."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, errors: list[SourceError]) -> None:
+        self.errors = sorted(errors, key=lambda e: (e.pos, e.message))
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+    def render(self) -> str:
+        return "\n".join(e.render() for e in self.errors)
+
+
+class UsageError(EngineError):
+    """Bad command-line input: missing input, bad -e value, missing secret source."""
+
+    exit_code = EXIT_INVALID
+
+
+class RunHeld(EngineError):
+    """Another process holds the run."""
+
+    exit_code = EXIT_HELD
+
+
+class RunNotFound(EngineError):
+    exit_code = EXIT_INVALID

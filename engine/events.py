@@ -1,0 +1,87 @@
+"""Events: the only thing reporters and the journal see of a run.
+
+An event is appended to the journal (which gives it ``seq``, ``prev`` and
+``hash``) and then handed to every observer. Data is already redacted when an
+event is built: nothing downstream has to remember to mask secrets.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+RUN_STARTED = "run.started"
+RUN_RESUMED = "run.resumed"
+RUN_COMPLETED = "run.completed"
+RUN_FAILED = "run.failed"
+RUN_ABORTED = "run.aborted"
+RUN_INTERRUPTED = "run.interrupted"
+RUN_PAUSED = "run.paused"
+STEP_STARTED = "step.started"
+STEP_SUCCEEDED = "step.succeeded"
+STEP_FAILED = "step.failed"
+STEP_SKIPPED = "step.skipped"
+STEP_PLANNED = "step.planned"
+STEP_RETRY = "step.retry"
+VERIFY_PASSED = "verify.passed"
+VERIFY_FAILED = "verify.failed"
+JOURNAL_REPAIRED = "journal.repaired"
+
+#: events that end a step (one per step.started)
+STEP_ENDS = frozenset({STEP_SUCCEEDED, STEP_FAILED, STEP_SKIPPED, STEP_PLANNED})
+#: events that end a run (the run may still be resumed after failed/aborted/interrupted/paused)
+RUN_ENDS = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_ABORTED, RUN_INTERRUPTED, RUN_PAUSED})
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    ts: str
+    run_id: str
+    type: str
+    step: dict | None
+    operator: str
+    host: str
+    data: dict
+    prev: str
+    hash: str = ""
+
+    def body(self) -> dict:
+        """The event as a dict without ``hash`` (what the hash covers)."""
+        body = asdict(self)
+        del body["hash"]
+        return body
+
+    @property
+    def step_id(self) -> str | None:
+        return self.step.get("id") if self.step else None
+
+
+def canonical(obj: Any) -> bytes:
+    """Canonical JSON: sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=_json_default).encode("utf-8")
+
+
+def event_hash(body: dict) -> str:
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of ``value`` that ``json.dumps`` accepts (unknown types become strings)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in value]
+    return _json_default(value)

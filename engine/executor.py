@@ -1,0 +1,528 @@
+"""The interpreter: walks a compiled runbook and runs (or plans) each step.
+
+It owns control flow (when, loop, retries/until, verify, block/rescue/always,
+parallel, tags, --start-at, resume) and the dry-run contract. It never prints:
+everything it has to say is an event appended to the journal, which reporters
+observe.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine import actions
+from engine import events as ev
+from engine.actions.base import ActionError, Context, Result
+from engine.compiler import check_rendered_args
+from engine.journal import Journal
+from engine.model import Runbook, Step, StepKind, Verify
+from engine.replay import ReplayState
+from engine.templating import (Redactor, Templar, TemplateFailure, Unknown, UnknownValue,
+                               contains_unknown)
+
+HIDDEN = "<hidden: no_log>"
+_PLACEHOLDER = "unknown until run>"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    dry_run: bool = False
+    strict: bool = False
+    tags: frozenset[str] = frozenset()
+    skip_tags: frozenset[str] = frozenset()
+    start_at: str | None = None
+
+
+class StepFailed(Exception):
+    """A step failed and nothing ignored or rescued it."""
+
+    def __init__(self, step: Step, message: str) -> None:
+        super().__init__(message)
+        self.step = step
+        self.message = message
+
+
+@dataclass
+class RunOutcome:
+    status: str  # completed | failed | interrupted
+    findings: list[dict] = field(default_factory=list)
+    failed_step: str | None = None
+    message: str = ""
+
+
+class Executor:
+    def __init__(self, runbook: Runbook, journal: Journal, ctx: Context, scope: dict,
+                 extra_vars: dict, options: RunOptions, redactor: Redactor,
+                 replay: ReplayState | None = None) -> None:
+        self.runbook = runbook
+        self.journal = journal
+        self.ctx = ctx
+        self.scope = scope
+        self.extra_vars = extra_vars
+        self.options = options
+        self.redactor = redactor
+        self.replay = replay or ReplayState()
+        self.templar = Templar()
+        self.findings: list[dict] = []
+        self._findings_lock = threading.Lock()
+        self._started = options.start_at is None
+        self._estimate = 0.0
+
+    # --- the run ---
+    def run(self) -> RunOutcome:
+        start = time.monotonic()
+        try:
+            self._steps(self.runbook.steps, self.scope, frozenset())
+        except StepFailed as failure:
+            outcome = RunOutcome("failed", self.findings, failure.step.id, failure.message)
+        except KeyboardInterrupt:
+            self.ctx.cancelled.set()
+            self.ctx.kill_processes()
+            outcome = RunOutcome("interrupted", self.findings, message="interrupted by the operator")
+        else:
+            outcome = RunOutcome("completed", self.findings)
+        finally:
+            self.ctx.close()
+        self._finish(outcome, time.monotonic() - start)
+        return outcome
+
+    def _finish(self, outcome: RunOutcome, elapsed: float) -> None:
+        kind = {"completed": ev.RUN_COMPLETED, "failed": ev.RUN_FAILED,
+                "interrupted": ev.RUN_INTERRUPTED}[outcome.status]
+        self.emit(kind, None, {
+            "status": outcome.status, "elapsed": round(elapsed, 3), "rto": self.runbook.rto,
+            "dry_run": self.options.dry_run, "findings": outcome.findings,
+            "estimate": round(self._estimate, 3) if self.options.dry_run else None,
+            "failed_step": outcome.failed_step, "message": outcome.message})
+
+    def emit(self, kind: str, step: dict | None, data: dict | None = None) -> ev.Event:
+        return self.journal.append(kind, step, self.redactor.mask(data or {}))
+
+    # --- walking ---
+    def _steps(self, steps, scope: dict, tags: frozenset) -> None:
+        for step in steps:
+            self._step(step, scope, tags | step.tags)
+
+    def _step(self, step: Step, scope: dict, tags: frozenset) -> None:
+        if step.kind is StepKind.BLOCK:
+            self._block(step, scope, tags)
+        elif step.kind is StepKind.PARALLEL:
+            self._parallel(step, scope, tags)
+        else:
+            self._action_step(step, scope, tags)
+
+    def _group_allowed(self, step: Step, scope: dict) -> bool:
+        """Evaluate a group's ``when`` (it applies to every step inside)."""
+        if step.when is None or not self._started:
+            return True
+        ref = _ref(step)
+        try:
+            if self.templar.truth(step.when, self._local_scope(step, scope)):
+                return True
+        except UnknownValue as unknown:
+            self.emit(ev.STEP_PLANNED, ref, {"conditional": _when_text(step.when),
+                                             "plan": f"would run if {_when_text(step.when)}",
+                                             "unknown": unknown.unknown.origin})
+            return False
+        except TemplateFailure as exc:
+            self._fail(step, ref, f"when: {exc}")
+            return False
+        self.emit(ev.STEP_SKIPPED, ref, {"reason": f"condition false: {_when_text(step.when)}"})
+        return False
+
+    def _block(self, step: Step, scope: dict, tags: frozenset) -> None:
+        if not self._group_allowed(step, scope):
+            return
+        local = self._local_scope(step, scope)
+        try:
+            self._steps(step.block, local, tags)
+        except StepFailed as failure:
+            if not step.rescue:
+                self._steps(step.always, local, tags)
+                raise
+            local["failure"] = {"step": failure.step.id, "message": failure.message}
+            try:
+                self._steps(step.rescue, local, tags)
+            except StepFailed:
+                self._steps(step.always, local, tags)
+                raise
+        self._steps(step.always, local, tags)
+        self._merge_back(scope, local)
+
+    def _parallel(self, step: Step, scope: dict, tags: frozenset) -> None:
+        if not self._group_allowed(step, scope):
+            return
+        branches = [dict(scope) for _ in step.children]
+
+        def run_branch(index: int) -> None:
+            child = step.children[index]
+            self._step(child, branches[index], tags | child.tags)
+
+        errors = self._run_concurrently(run_branch, len(step.children), len(step.children))
+        for branch in branches:
+            self._merge_back(scope, branch)
+        if errors:
+            raise errors[0]
+
+    def _run_concurrently(self, fn, count: int, workers: int) -> list[StepFailed]:
+        """Run ``fn(i)`` for i in range(count) on ``workers`` threads; collect step failures."""
+        failures: list[StepFailed] = []
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = [pool.submit(fn, i) for i in range(count)]
+            try:
+                for future in futures:
+                    try:
+                        future.result()
+                    except StepFailed as failure:
+                        failures.append(failure)
+            except KeyboardInterrupt:
+                self.ctx.cancelled.set()
+                self.ctx.kill_processes()
+                for future in futures:
+                    future.cancel()
+                raise
+        return failures
+
+    def _merge_back(self, scope: dict, local: dict) -> None:
+        """Copy what a block or branch registered back into the enclosing scope."""
+        for key, value in local.items():
+            if key == "failure":
+                continue
+            if scope.get(key, _MISSING) is not value:
+                scope[key] = value
+
+    # --- one action step ---
+    def _action_step(self, step: Step, scope: dict, tags: frozenset) -> None:
+        ref = _ref(step)
+        if not self._started:
+            if step.id != self.options.start_at:
+                return
+            self._started = True
+        done = self.replay.completed.get(step.id)
+        if done is not None:
+            self._restore(step, scope, done)
+            return
+        if not self._selected(tags):
+            self.emit(ev.STEP_SKIPPED, ref, {"reason": "excluded by --tags/--skip-tags"})
+            return
+        local = self._local_scope(step, scope)
+        try:
+            if step.when is not None and not self.templar.truth(step.when, local):
+                self.emit(ev.STEP_SKIPPED, ref, {"reason": f"condition false: {_when_text(step.when)}"})
+                self._register(step, scope, _skipped_value())
+                return
+        except UnknownValue as unknown:
+            self._plan_conditional(step, scope, ref, unknown)
+            return
+        except TemplateFailure as exc:
+            self._fail(step, ref, f"when: {exc}")
+            self._register(step, scope, _failed_value(str(exc)))
+            return
+        if step.loop is not None:
+            self._loop(step, scope, local, ref)
+        else:
+            value = self._execute(step, local, ref)
+            self._register(step, scope, value)
+
+    def _selected(self, tags: frozenset) -> bool:
+        if self.options.tags and not (tags & self.options.tags or "always" in tags):
+            return False
+        return not (self.options.skip_tags and tags & self.options.skip_tags)
+
+    def _local_scope(self, step: Step, scope: dict) -> dict:
+        if not step.vars:
+            return scope
+        local = dict(scope)
+        for name, value in step.vars.items():
+            local[name] = self.templar.render(value, local)
+        return local
+
+    def _plan_conditional(self, step: Step, scope: dict, ref: dict, unknown: UnknownValue) -> None:
+        condition = _when_text(step.when)
+        self.emit(ev.STEP_PLANNED, ref, {"plan": f"would run if {condition}",
+                                         "conditional": condition,
+                                         "unknown": unknown.unknown.origin,
+                                         "expected_duration": step.expected_duration})
+        self._estimate += step.expected_duration or 0
+        self._register(step, scope, Unknown(step.register or step.id))
+
+    def _loop(self, step: Step, scope: dict, local: dict, ref: dict) -> None:
+        try:
+            items = self._loop_items(step, local)
+        except UnknownValue as unknown:
+            self._plan_conditional(step, scope, ref, unknown)
+            return
+        except TemplateFailure as exc:
+            self._fail(step, ref, f"loop: {exc}")
+            return
+        results: list[Any] = [None] * len(items)
+
+        def run_item(index: int) -> None:
+            item_scope = dict(local)
+            item_scope[step.loop_var] = items[index]
+            item_scope["loop_index"] = index
+            item_ref = {**ref, "item": index}
+            done = self.replay.completed.get(f"{step.id}#{index}")
+            if done is not None:
+                results[index] = done.get("value")
+                return
+            results[index] = self._execute(step, item_scope, item_ref)
+
+        if step.loop_parallel > 1:
+            failures = self._run_concurrently(run_item, len(items), step.loop_parallel)
+            if failures:
+                raise failures[0]
+        else:
+            for index in range(len(items)):
+                run_item(index)
+        self._register(step, scope, _loop_value(results))
+
+    def _loop_items(self, step: Step, scope: dict) -> list:
+        items = step.loop
+        if isinstance(items, str):
+            items = self.templar.render(items, scope)
+        else:
+            items = [self.templar.render(i, scope) for i in items]
+        if isinstance(items, Unknown):
+            raise UnknownValue(items)
+        if isinstance(items, dict):
+            return [{"key": k, "value": v} for k, v in items.items()]
+        if not isinstance(items, (list, tuple)):
+            raise TemplateFailure(f"loop must be a list, got {type(items).__name__}")
+        return list(items)
+
+    def _execute(self, step: Step, scope: dict, ref: dict) -> Any:
+        """Run (or plan) one invocation of a step's action; returns the registered value."""
+        cls = actions.get_action(step.action)
+        mutates = cls.mutates if step.mutates is None else step.mutates
+        try:
+            args = self._render_args(step, cls, scope)
+        except UnknownValue as unknown:
+            return self._planned(step, ref, f"{step.action} (arguments known only at run time)",
+                                 unknown.unknown.origin)
+        except TemplateFailure as exc:
+            self.emit(ev.STEP_STARTED, ref, {"action": step.action})
+            return self._fail(step, ref, str(exc))
+        shown = HIDDEN if step.no_log else args
+        action = cls()
+        if self.options.dry_run and (mutates or _has_unknown(args)):
+            return self._planned(step, ref, self._plan_line(action, args, step), None, shown)
+        self.emit(ev.STEP_STARTED, ref, {"action": step.action, "args": shown,
+                                          "mutates": mutates})
+        return self._attempts(step, ref, action, args, scope)
+
+    def _render_args(self, step: Step, cls, scope: dict) -> Any:
+        if cls.raw_args and isinstance(step.args, dict):
+            args = {k: (v if k in cls.raw_args else self.templar.render(v, scope))
+                    for k, v in step.args.items()}
+        else:
+            args = self.templar.render(step.args, scope)
+        if args is None:
+            args = {}
+        unknown = contains_unknown(args)
+        if unknown is not None:
+            raise UnknownValue(unknown)
+        problem = check_rendered_args(cls, args) if not _has_unknown(args) else None
+        if problem:
+            raise TemplateFailure(f"after rendering: {problem}")
+        return args
+
+    def _plan_line(self, action, args, step: Step) -> str:
+        try:
+            return action.plan(args, self.ctx)
+        except ActionError as exc:
+            return f"{step.action}: {exc}"
+        except Exception as exc:  # a plan must never end a rehearsal
+            return f"{step.action} (plan unavailable: {type(exc).__name__})"
+
+    def _planned(self, step: Step, ref: dict, plan: str, unknown: str | None,
+                 args: Any = None) -> Unknown:
+        self.emit(ev.STEP_PLANNED, ref, {"action": step.action, "plan": plan, "args": args,
+                                         "unknown": unknown,
+                                         "expected_duration": step.expected_duration})
+        self._estimate += step.expected_duration or 0
+        return Unknown(step.register or step.id)
+
+    def _attempts(self, step: Step, ref: dict, action, args, scope: dict) -> Any:
+        attempt, start = 0, time.monotonic()
+        while True:
+            attempt += 1
+            value = self._invoke(step, action, args, scope)
+            problem = self._attempt_problem(step, value, scope)
+            if problem is None or attempt > step.retries:
+                break
+            self.emit(ev.STEP_RETRY, ref, {"attempt": attempt, "message": problem})
+            if self.ctx.cancelled.wait(step.delay):
+                raise KeyboardInterrupt
+        if problem is None:
+            problem = self._verify(step, ref, action, args, scope, value)
+        value["attempts"] = attempt
+        elapsed = time.monotonic() - start
+        self._estimate += max(elapsed, step.expected_duration or 0) if self.options.dry_run else 0
+        if problem is not None:
+            value.update(ok=False, failed=True, message=problem)
+            return self._fail(step, ref, problem, value)
+        self.emit(ev.STEP_SUCCEEDED, ref, self._end_data(step, value))
+        return value
+
+    def _invoke(self, step: Step, action, args, scope: dict) -> dict:
+        deadline = time.monotonic() + step.timeout if step.timeout else None
+        self.ctx.bind_step(deadline, lambda expr: self.templar.truth(expr, scope))
+        start = time.monotonic()
+        try:
+            result = action.run(args, self.ctx)
+        except ActionError as exc:
+            result = Result(ok=False, message=str(exc))
+        except TemplateFailure as exc:
+            result = Result(ok=False, message=str(exc))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # an action bug must fail the step, not the engine
+            result = Result(ok=False, message=f"action {step.action} crashed: "
+                                              f"{type(exc).__name__}: {exc}")
+        elapsed = time.monotonic() - start
+        if step.timeout and elapsed > step.timeout and result.ok:
+            result = Result(ok=False, data=result.data,
+                            message=f"timed out after {step.timeout:g}s")
+        if action.sets_facts and result.ok:
+            scope.update(result.data)
+        return _value(result, elapsed)
+
+    def _attempt_problem(self, step: Step, value: dict, scope: dict) -> str | None:
+        if step.until is None:
+            return None if value["ok"] else value["message"] or "failed"
+        until_scope = self._result_scope(step, scope, value)
+        try:
+            return None if self.templar.truth(step.until, until_scope) else (
+                f"until not met: {step.until}")
+        except (TemplateFailure, UnknownValue) as exc:
+            return f"until: {exc}"
+
+    def _result_scope(self, step: Step, scope: dict, value: dict) -> dict:
+        local = dict(scope)
+        local["result"] = value
+        if step.register:
+            local[step.register] = value
+        return local
+
+    def _verify(self, step: Step, ref: dict, action, args, scope: dict, value: dict) -> str | None:
+        for check in step.verify:
+            problem = self._verify_one(step, ref, check, action, args, scope, value)
+            if problem is not None:
+                return problem
+        return None
+
+    def _verify_one(self, step, ref, check: Verify, action, args, scope, value) -> str | None:
+        tries = 0
+        while True:
+            failed = self._failed_expression(check, self._result_scope(step, scope, value))
+            if failed is None:
+                self.emit(ev.VERIFY_PASSED, ref, {"that": list(check.that)})
+                return None
+            if tries >= check.retries or (action.mutates and step.mutates is not False):
+                break
+            tries += 1
+            if self.ctx.cancelled.wait(check.delay):
+                raise KeyboardInterrupt
+            value.update(self._invoke(step, action, args, scope))  # re-probe read-only state
+        message = check.message or f"verification failed: {failed}"
+        self.emit(ev.VERIFY_FAILED, ref, {"that": list(check.that), "message": message})
+        return message
+
+    def _failed_expression(self, check: Verify, scope: dict) -> str | None:
+        for expression in check.that:
+            try:
+                if not self.templar.truth(expression, scope):
+                    return expression
+            except (TemplateFailure, UnknownValue) as exc:
+                return f"{expression} ({exc})"
+        return None
+
+    def _end_data(self, step: Step, value: dict) -> dict:
+        data = {"changed": value["changed"], "elapsed": value["elapsed"],
+                "message": value["message"], "attempts": value.get("attempts", 1),
+                "expected_duration": step.expected_duration}
+        data["value"] = HIDDEN if step.no_log else value
+        return data
+
+    def _fail(self, step: Step, ref: dict, message: str, value: dict | None = None) -> dict:
+        value = value or _failed_value(message)
+        data = self._end_data(step, value)
+        data["message"] = message
+        if self.options.dry_run:
+            data["finding"] = True
+            with self._findings_lock:
+                self.findings.append({"step": step.id, "name": step.label, "message": message,
+                                      "at": str(step.pos)})
+        if step.ignore_errors:
+            data["ignored"] = True
+        self.emit(ev.STEP_FAILED, ref, data)
+        if not (self.options.dry_run or step.ignore_errors):
+            raise StepFailed(step, f"{step.label}: {message}")
+        return value
+
+    def _register(self, step: Step, scope: dict, value: Any) -> None:
+        if step.register:
+            scope[step.register] = value
+        for name, extra in self.extra_vars.items():
+            scope[name] = extra  # -e always wins, even over set_fact
+
+    def _restore(self, step: Step, scope: dict, done: dict) -> None:
+        value = done.get("value")
+        if step.action and actions.get_action(step.action).sets_facts and isinstance(value, dict):
+            facts = {k: v for k, v in value.items() if k not in _STANDARD_KEYS}
+            scope.update(facts)
+        self._register(step, scope, value)
+
+
+_MISSING = object()
+_STANDARD_KEYS = frozenset({"ok", "changed", "failed", "skipped", "elapsed", "message",
+                            "attempts"})
+
+
+def _ref(step: Step) -> dict:
+    return {"id": step.id, "path": step.path, "name": step.label}
+
+
+def _when_text(when: Any) -> str:
+    if isinstance(when, list):
+        return " and ".join(f"({w})" for w in when)
+    return str(when)
+
+
+def _value(result: Result, elapsed: float) -> dict:
+    value = dict(result.data)
+    value.update(ok=result.ok, changed=result.changed, failed=not result.ok, skipped=False,
+                 elapsed=round(elapsed, 3), message=result.message)
+    return value
+
+
+def _failed_value(message: str) -> dict:
+    return {"ok": False, "changed": False, "failed": True, "skipped": False, "elapsed": 0.0,
+            "message": message}
+
+
+def _skipped_value() -> dict:
+    return {"ok": True, "changed": False, "failed": False, "skipped": True, "elapsed": 0.0,
+            "message": "skipped"}
+
+
+def _loop_value(results: list) -> dict:
+    real = [r for r in results if isinstance(r, dict)]
+    return {"results": results, "ok": all(r.get("ok", True) for r in real),
+            "changed": any(r.get("changed") for r in real),
+            "failed": any(r.get("failed") for r in real), "skipped": False,
+            "elapsed": round(sum(r.get("elapsed", 0) for r in real), 3), "message": ""}
+
+
+def _has_unknown(value: Any) -> bool:
+    if isinstance(value, str):
+        return _PLACEHOLDER in value
+    if isinstance(value, dict):
+        return any(_has_unknown(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_unknown(v) for v in value)
+    return isinstance(value, Unknown)

@@ -1,0 +1,241 @@
+"""The run's journal: an append-only, fsync'd, hash-chained event log.
+
+It is both the checkpoint and the audit log: a run's state is rebuilt only by
+replaying it (``engine.replay``). Layout of the default file backend::
+
+    STATE_DIR/runs/RUN_ID/journal.jsonl   one JSON event per line
+    STATE_DIR/runs/RUN_ID/lock            flock'd by the process holding the run
+
+Each line is the canonical JSON of the event body plus its ``hash`` (SHA-256
+of that canonical body); ``prev`` is the previous event's hash, so an edit,
+deletion, insertion or reordering breaks the chain at a known ``seq``.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+from engine.errors import EngineError, RunHeld, RunNotFound
+from engine.events import JOURNAL_REPAIRED, Event, canonical, event_hash, json_safe
+
+GENESIS = "0" * 64
+JOURNAL_NAME = "journal.jsonl"
+
+
+def default_state_dir(option: str | None = None) -> Path:
+    """``--state-dir``, else ``RUNBOOK_STATE_DIR``, else ``./.runbook``."""
+    return Path(option or os.environ.get("RUNBOOK_STATE_DIR") or ".runbook")
+
+
+def run_dir(state_dir: Path, run_id: str) -> Path:
+    return Path(state_dir) / "runs" / run_id
+
+
+def now_ts() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    events: list[Event]
+    torn_line: int | None  # 1-based line number of a torn (partial) last line
+
+
+def read_events(path: Path) -> ReadResult:
+    """Parse a journal file. A partial last line (a crash mid-write) is reported, not fatal."""
+    events: list[Event] = []
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise RunNotFound(f"no journal at {path}") from None
+    lines = raw.split(b"\n")
+    trailing = lines.pop() if lines else b""
+    for number, line in enumerate(lines, 1):
+        event = _parse_line(line)
+        if event is None:
+            raise JournalCorrupt(f"{path}:{number}: unreadable journal line")
+        events.append(event)
+    torn = None
+    if trailing.strip():
+        event = _parse_line(trailing)
+        if event is None:
+            torn = len(lines) + 1
+        else:
+            events.append(event)
+    return ReadResult(events, torn)
+
+
+def _parse_line(line: bytes) -> Event | None:
+    try:
+        obj = json.loads(line)
+        return Event(**obj)
+    except (ValueError, TypeError):
+        return None
+
+
+class JournalCorrupt(EngineError):
+    exit_code = 1
+
+
+class RunLock:
+    """An exclusive OS lock on a run directory; says who holds it when it is taken."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "lock"
+        self.fd: int | None = None
+
+    def acquire(self, holder: dict) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise RunHeld(f"run {self.path.parent.name} is held by {self._holder()}") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        self.fd = fd
+
+    def _holder(self) -> str:
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            info = {}
+        if not info:
+            return "another process"
+        return (f"operator {info.get('operator', '?')} on host {info.get('host', '?')} "
+                f"(pid {info.get('pid', '?')})")
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+class Journal:
+    """Appends events to one run's journal file, fsync'ing each before returning."""
+
+    def __init__(self, directory: Path, run_id: str, operator: str, host: str,
+                 events: Iterable[Event] = (), *, fsync: bool = True) -> None:
+        self.directory = directory
+        self.run_id = run_id
+        self.operator = operator
+        self.host = host
+        self.events: list[Event] = list(events)
+        self._fsync = fsync
+        self._observers: list[Callable[[Event], None]] = []
+        self._lock = threading.Lock()
+        self._fd = os.open(directory / JOURNAL_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    @property
+    def head(self) -> str:
+        return self.events[-1].hash if self.events else GENESIS
+
+    def subscribe(self, observer: Callable[[Event], None]) -> None:
+        self._observers.append(observer)
+
+    def append(self, type: str, step: dict | None = None, data: dict | None = None) -> Event:
+        """Write one event durably, then show it to the observers."""
+        with self._lock:
+            body = {"seq": len(self.events) + 1, "ts": now_ts(), "run_id": self.run_id,
+                    "type": type, "step": step, "operator": self.operator, "host": self.host,
+                    "data": json_safe(data or {}), "prev": self.head}
+            encoded = canonical(body)
+            digest = event_hash(body)
+            os.write(self._fd, encoded[:-1] + b',"hash":"' + digest.encode() + b'"}\n')
+            if self._fsync:
+                os.fsync(self._fd)
+            event = Event(**body, hash=digest)
+            self.events.append(event)
+        for observer in self._observers:
+            observer(event)
+        return event
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _holder_info(operator: str) -> dict:
+    return {"operator": operator, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def create_run(state_dir: Path, run_id: str, operator: str) -> tuple[Journal, RunLock]:
+    """Start a new run's journal. An existing run id is refused (held: exit 5)."""
+    directory = run_dir(state_dir, run_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(directory)
+    lock.acquire(_holder_info(operator))
+    if (directory / JOURNAL_NAME).exists() and (directory / JOURNAL_NAME).stat().st_size:
+        lock.release()
+        raise RunHeld(f"run {run_id} already exists in {state_dir}: "
+                      f"use 'runbook resume {run_id}' or another --run-id")
+    return Journal(directory, run_id, operator, socket.gethostname()), lock
+
+
+def open_run(state_dir: Path, run_id: str, operator: str) -> tuple[Journal, RunLock]:
+    """Take an existing run for resuming: lock it, replay its file, repair a torn tail."""
+    directory = run_dir(state_dir, run_id)
+    if not (directory / JOURNAL_NAME).exists():
+        raise RunNotFound(f"no run {run_id!r} in {state_dir} (see 'runbook runs')")
+    lock = RunLock(directory)
+    lock.acquire(_holder_info(operator))
+    try:
+        result = read_events(directory / JOURNAL_NAME)
+        if result.torn_line is not None:
+            _truncate_torn_tail(directory / JOURNAL_NAME)
+        journal = Journal(directory, run_id, operator, socket.gethostname(), result.events)
+        if result.torn_line is not None:
+            journal.append(JOURNAL_REPAIRED, data={"torn_line": result.torn_line})
+    except BaseException:
+        lock.release()
+        raise
+    return journal, lock
+
+
+def _truncate_torn_tail(path: Path) -> None:
+    raw = path.read_bytes()
+    keep = raw[: raw.rfind(b"\n") + 1]
+    with open(path, "r+b") as handle:
+        handle.truncate(len(keep))
+        os.fsync(handle.fileno())
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    count: int
+    head: str
+    first_bad_seq: int | None = None
+    problem: str = ""
+    torn_line: int | None = None
+
+
+def verify_chain(events: list[Event], torn_line: int | None = None) -> Verification:
+    """Recompute every hash and link; name the first ``seq`` that does not hold."""
+    prev = GENESIS
+    for index, event in enumerate(events):
+        expected_seq = index + 1
+        if event.seq != expected_seq:
+            return Verification(False, len(events), prev, expected_seq,
+                                f"expected seq {expected_seq}, found {event.seq} "
+                                "(event deleted, inserted or reordered)")
+        if event.prev != prev:
+            return Verification(False, len(events), prev, event.seq,
+                                "prev does not match the previous event's hash "
+                                "(event deleted, inserted or reordered)")
+        if event_hash(event.body()) != event.hash:
+            return Verification(False, len(events), prev, event.seq, "hash mismatch (event edited)")
+        prev = event.hash
+    return Verification(True, len(events), prev, torn_line=torn_line)

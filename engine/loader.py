@@ -1,0 +1,233 @@
+"""YAML -> plain Python values, plus a table of where every value came from.
+
+The values are ordinary dicts, lists and scalars (fast to use everywhere); the
+``Document.positions`` table maps each value's path (a tuple of keys and list
+indexes) to its ``Pos`` and ``Document.key_positions`` maps a mapping entry's
+path to the position of its *key*. Errors anywhere later in the pipeline use
+the path to point at ``file:line:col``.
+
+The parser is libyaml's event stream when available; nodes are built here so
+that hostile input is refused with a position instead of a hang or a crash:
+duplicate keys, nesting deeper than ``MAX_DEPTH``, alias expansion beyond
+``MAX_ALIAS_NODES`` ("billion laughs"), non-UTF-8 bytes and tabs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml import events as ev
+
+from engine.errors import Pos, SourceError
+
+MAX_DEPTH = 200
+MAX_ALIAS_NODES = 100_000
+
+_Parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_scalar_constructor = yaml.constructor.SafeConstructor()
+_resolver = yaml.resolver.Resolver()
+
+
+@dataclass
+class Document:
+    """One loaded YAML file: its values and where each of them is."""
+
+    path: str
+    data: Any
+    text: str
+    positions: dict[tuple, Pos] = field(default_factory=dict)
+    key_positions: dict[tuple, Pos] = field(default_factory=dict)
+
+    def pos(self, path: tuple, *, key: bool = False) -> Pos:
+        """Best known position for ``path``: the value's (or key's), else its nearest parent's."""
+        table = self.key_positions if key else self.positions
+        probe = tuple(path)
+        while probe:
+            if probe in table:
+                return table[probe]
+            if key and probe in self.positions:
+                return self.positions[probe]
+            probe = probe[:-1]
+        return self.positions.get((), Pos(self.path, 1, 1))
+
+    def error(self, path: tuple, message: str, *, key: bool = False) -> SourceError:
+        """A ``SourceError`` located at ``path``, quoting the source line."""
+        return SourceError(self.pos(path, key=key), message, self.line(self.pos(path, key=key)))
+
+    def line(self, pos: Pos) -> str:
+        lines = self.text.splitlines()
+        return lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
+
+
+def load_file(path: str | Path) -> Document:
+    """Read and parse a YAML file. Raises ``SourceError`` for unreadable or bad input."""
+    name = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise SourceError(Pos(name, 1, 1), f"cannot read file: {exc.strerror or exc}") from None
+    return load_text(_decode(raw, name), name)
+
+
+def load_text(text: str, name: str = "<string>") -> Document:
+    """Parse YAML text into a ``Document``."""
+    doc = Document(name, None, text)
+    builder = _Builder(doc)
+    try:
+        doc.data = builder.build(yaml.parse(text, Loader=_Parser))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        pos = Pos(name, mark.line + 1, mark.column + 1) if mark else Pos(name, 1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        if "\t" in doc.line(pos) and "'\\t'" in problem:
+            problem = "tab character: indent YAML with spaces, not tabs"
+        raise SourceError(pos, f"YAML syntax error: {problem}", doc.line(pos)) from None
+    except yaml.YAMLError as exc:
+        raise SourceError(Pos(name, 1, 1), f"YAML syntax error: {exc}") from None
+    return doc
+
+
+def _decode(raw: bytes, name: str) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise SourceError(Pos(name, line, col),
+                          f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
+    return text.removeprefix("\ufeff")
+
+
+def _pos(doc: Document, event) -> Pos:
+    mark = event.start_mark
+    return Pos(doc.path, mark.line + 1, mark.column + 1)
+
+
+class _Builder:
+    """Builds values from parser events, recording positions as it goes."""
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.alias_nodes = 0
+        self.events = None
+
+    def build(self, events) -> Any:
+        self.events = iter(events)
+        data = None
+        documents = 0
+        for event in self.events:
+            if isinstance(event, ev.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise self._error(event, "more than one YAML document in the file")
+                data = self._value(next(self.events), (), 0)
+        return data
+
+    def _error(self, event, message: str) -> SourceError:
+        pos = _pos(self.doc, event)
+        return SourceError(pos, message, self.doc.line(pos))
+
+    def _value(self, event, path: tuple | None, depth: int) -> Any:
+        """Build the value that starts with ``event``; ``path`` None means a mapping key."""
+        if depth > MAX_DEPTH:
+            raise self._error(event, f"nesting is deeper than {MAX_DEPTH} levels")
+        if isinstance(event, ev.AliasEvent):
+            return self._alias(event)
+        if path is not None:
+            self.doc.positions[path] = _pos(self.doc, event)
+        size_before = self._node_count
+        if isinstance(event, ev.ScalarEvent):
+            value = self._scalar(event)
+        elif isinstance(event, ev.SequenceStartEvent):
+            value = self._sequence(path, depth)
+        elif isinstance(event, ev.MappingStartEvent):
+            value = self._mapping(path, depth)
+        else:  # pragma: no cover - the parser guarantees node events here
+            raise self._error(event, f"unexpected YAML event {type(event).__name__}")
+        self._node_count += 1
+        if event.anchor:
+            self.anchors[event.anchor] = (value, self._node_count - size_before)
+        return value
+
+    _node_count = 0
+
+    def _alias(self, event) -> Any:
+        if event.anchor not in self.anchors:
+            raise self._error(event, f"unknown alias *{event.anchor}")
+        value, size = self.anchors[event.anchor]
+        # An alias re-uses the anchored value; what we bound is how many nodes
+        # consumers would walk if they expanded it, which is what a
+        # "billion laughs" document inflates.
+        self.alias_nodes += size
+        if self.alias_nodes > MAX_ALIAS_NODES:
+            raise self._error(event, f"aliases expand to more than {MAX_ALIAS_NODES} nodes "
+                                     "(a YAML alias bomb?)")
+        self._node_count += size
+        return value
+
+    def _scalar(self, event) -> Any:
+        if event.tag in (None, "!"):
+            implicit = event.implicit
+            tag = _resolver.resolve(yaml.ScalarNode, event.value, implicit)
+        else:
+            tag = event.tag
+        if tag == "tag:yaml.org,2002:merge":
+            return "<<"
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        try:
+            return _scalar_constructor.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            raise self._error(event, f"bad value: {exc.problem}") from None
+
+    def _sequence(self, path: tuple | None, depth: int) -> list:
+        items: list = []
+        for event in self.events:
+            if isinstance(event, ev.SequenceEndEvent):
+                return items
+            child = None if path is None else path + (len(items),)
+            items.append(self._value(event, child, depth + 1))
+        return items  # pragma: no cover - the parser always closes sequences
+
+    def _mapping(self, path: tuple | None, depth: int) -> dict:
+        mapping: dict = {}
+        merged: set = set()
+        for event in self.events:
+            if isinstance(event, ev.MappingEndEvent):
+                return mapping
+            key_pos = _pos(self.doc, event)
+            key = self._value(event, None, depth + 1)
+            if isinstance(key, (dict, list)):
+                raise self._error(event, "a mapping key must be a plain value")
+            if path is None:
+                raise self._error(event, "a mapping key must be a plain value")
+            if key == "<<" and isinstance(event, ev.ScalarEvent):
+                merged |= self._merge(mapping, path, depth)
+                continue
+            if key in mapping and key not in merged:
+                first = self.doc.key_positions.get(path + (key,))
+                where = f" (first defined at line {first.line})" if first else ""
+                raise self._error(event, f"duplicate key {key!r}{where}")
+            merged.discard(key)
+            self.doc.key_positions[path + (key,)] = key_pos
+            mapping[key] = self._value(next(self.events), path + (key,), depth + 1)
+        return mapping  # pragma: no cover
+
+    def _merge(self, mapping: dict, path: tuple, depth: int) -> set:
+        """YAML merge keys (``<<: *defaults``): copy keys not set explicitly.
+
+        Returns the keys it added, which a later explicit key may override.
+        """
+        value = self._value(next(self.events), path + ("<<",), depth + 1)
+        sources = value if isinstance(value, list) else [value]
+        added = set()
+        for source in sources:
+            if isinstance(source, dict):
+                for key, item in source.items():
+                    if key not in mapping:
+                        mapping[key] = item
+                        added.add(key)
+        return added

@@ -1,0 +1,54 @@
+"""Rebuild a run's state by replaying its journal: the only source of truth for resume."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine import events as ev
+from engine.events import Event
+
+
+@dataclass
+class ReplayState:
+    """What the journal says happened.
+
+    ``completed`` maps a step key (``id`` or ``id#item``) to its end event's data
+    for every step that must not run again; ``in_doubt`` lists steps that
+    started and never ended.
+    """
+
+    completed: dict[str, dict] = field(default_factory=dict)
+    in_doubt: dict[str, Event] = field(default_factory=dict)
+    started: Event | None = None
+    last_end: Event | None = None
+
+
+def step_key(step: dict | None) -> str:
+    if not step:
+        return ""
+    return f"{step['id']}#{step['item']}" if "item" in step else step["id"]
+
+
+def replay(events: list[Event]) -> ReplayState:
+    state = ReplayState()
+    for event in events:
+        key = step_key(event.step)
+        if event.type == ev.RUN_STARTED:
+            state.started = event
+        elif event.type == ev.STEP_STARTED:
+            state.in_doubt[key] = event
+        elif event.type in ev.STEP_ENDS:
+            state.in_doubt.pop(key, None)
+            if _final(event):
+                state.completed[key] = event.data
+            else:
+                state.completed.pop(key, None)
+        elif event.type in ev.RUN_ENDS:
+            state.last_end = event
+    return state
+
+
+def _final(event: Event) -> bool:
+    """A step end that resume must respect: success, skip, or an ignored failure."""
+    if event.type in (ev.STEP_SUCCEEDED, ev.STEP_SKIPPED):
+        return True
+    return event.type == ev.STEP_FAILED and bool(event.data.get("ignored"))

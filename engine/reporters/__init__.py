@@ -1,0 +1,1 @@
+"""Reporters observe events; they never reach into the executor."""

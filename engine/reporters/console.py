@@ -1,0 +1,157 @@
+"""The human console: one line per step, the RTO clock, and a recap.
+
+Colour only on a terminal (rich); plain text otherwise, so logs and pipes
+stay readable and cheap.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+
+from engine import events as ev
+from engine.events import Event
+from engine.model import format_duration
+
+STYLES = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red",
+          "would change": "magenta", "would run if": "magenta", "finding": "bold yellow",
+          "ignored": "red", "retry": "yellow"}
+
+
+class ConsoleReporter:
+    def __init__(self, stream=None, color: bool | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.color = self.stream.isatty() if color is None else color
+        self._console = None
+        if self.color:
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, highlight=False)
+        self.counts: Counter = Counter()
+        self.plan: list[tuple[str, str, float | None]] = []
+        self.rto: float | None = None
+        self.started = time.monotonic()
+        self.dry_run = False
+
+    # --- output ---
+    def _line(self, status: str, text: str, suffix: str = "") -> None:
+        tag = f"{status:<12}"
+        if self._console is not None:
+            from rich.markup import escape
+
+            style = STYLES.get(status, "")
+            self._console.print(f"[{style}]{escape(tag)}[/] {escape(text)}"
+                                + (f" [dim]{escape(suffix)}[/]" if suffix else ""))
+        else:
+            self.stream.write(f"{tag} {text}{'  ' + suffix if suffix else ''}\n")
+            self.stream.flush()
+
+    def _clock(self) -> str:
+        elapsed = format_duration(time.monotonic() - self.started)
+        return f"[{elapsed} of RTO {format_duration(self.rto)}]" if self.rto else f"[{elapsed}]"
+
+    def write(self, text: str) -> None:
+        if self._console is not None:
+            self._console.print(text, markup=False)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    # --- events ---
+    def __call__(self, event: Event) -> None:
+        handler = getattr(self, "on_" + event.type.replace(".", "_"), None)
+        if handler is not None:
+            handler(event)
+
+    def on_run_started(self, event: Event) -> None:
+        data = event.data
+        self.rto = data.get("rto")
+        self.dry_run = bool(data.get("dry_run"))
+        mode = "DRY RUN of" if self.dry_run else "Running"
+        name = data.get("runbook", {}).get("name", "")
+        self.write(f"{mode} '{name}' — run {event.run_id} by {event.operator}"
+                   + (f", RTO {format_duration(self.rto)}" if self.rto else ""))
+
+    on_run_resumed = on_run_started
+
+    def _label(self, event: Event) -> str:
+        step = event.step or {}
+        label = step.get("name") or step.get("id", "")
+        return f"{label} [item {step['item']}]" if "item" in step else label
+
+    def on_step_succeeded(self, event: Event) -> None:
+        status = "changed" if event.data.get("changed") else "ok"
+        self.counts[status] += 1
+        message = event.data.get("message") or ""
+        self._line(status, self._label(event) + (f" — {message}" if message and len(message) < 100 else ""),
+                   f"{format_duration(event.data.get('elapsed'))} {self._clock()}")
+        if self.dry_run:
+            self.plan.append((self._label(event), "ran (read-only)", event.data.get("expected_duration")
+                              or event.data.get("elapsed")))
+
+    def on_step_failed(self, event: Event) -> None:
+        if event.data.get("finding"):
+            status = "finding"
+        elif event.data.get("ignored"):
+            status = "ignored"
+        else:
+            status = "failed"
+        self.counts[status] += 1
+        self._line(status, f"{self._label(event)} — {event.data.get('message', '')}",
+                   f"{format_duration(event.data.get('elapsed'))} {self._clock()}")
+        if self.dry_run:
+            self.plan.append((self._label(event), "FINDING: " + str(event.data.get("message", "")),
+                              event.data.get("expected_duration")))
+
+    def on_step_skipped(self, event: Event) -> None:
+        self.counts["skipped"] += 1
+        self._line("skipped", f"{self._label(event)} — {event.data.get('reason', '')}")
+
+    def on_step_planned(self, event: Event) -> None:
+        status = "would run if" if event.data.get("conditional") else "would change"
+        self.counts[status] += 1
+        self._line(status, f"{self._label(event)}: {event.data.get('plan', '')}")
+        self.plan.append((self._label(event), str(event.data.get("plan", "")),
+                          event.data.get("expected_duration")))
+
+    def on_step_retry(self, event: Event) -> None:
+        self._line("retry", f"{self._label(event)} — attempt {event.data.get('attempt')} "
+                            f"failed: {event.data.get('message', '')}")
+
+    def on_verify_failed(self, event: Event) -> None:
+        self._line("failed", f"{self._label(event)} — verify: {event.data.get('message', '')}")
+
+    def on_run_completed(self, event: Event) -> None:
+        self._recap(event)
+
+    on_run_failed = on_run_interrupted = on_run_aborted = on_run_paused = on_run_completed
+
+    def _recap(self, event: Event) -> None:
+        data = event.data
+        if self.dry_run and self.plan:
+            self._plan_table(data)
+        findings = data.get("findings") or []
+        if findings:
+            self.write(f"\nFindings ({len(findings)}):")
+            for finding in findings:
+                self.write(f"  - {finding['name']} ({finding['at']}): {finding['message']}")
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items())) or "no steps"
+        elapsed = format_duration(data.get("elapsed"))
+        rto = f" of RTO {format_duration(self.rto)}" if self.rto else ""
+        status = data.get("status", event.type.split(".")[1])
+        self.write(f"\nRecap: {status.upper()} — {counts} — {elapsed}{rto} (run {event.run_id})")
+        if data.get("message") and status != "completed":
+            self.write(f"  {data['message']}")
+
+    def _plan_table(self, data: dict) -> None:
+        self.write("\nPlan:")
+        width = max(len(row[0]) for row in self.plan)
+        width = min(width, 48)
+        for label, what, expected in self.plan:
+            self.write(f"  {label[:width]:<{width}}  {format_duration(expected):>7}  {what}")
+        estimate = data.get("estimate") or 0
+        verdict = ""
+        if self.rto:
+            verdict = " — within RTO" if estimate <= self.rto else " — EXCEEDS RTO"
+            verdict = f" against RTO {format_duration(self.rto)}{verdict}"
+        self.write(f"  Estimated time to recovery: {format_duration(estimate)}{verdict}")

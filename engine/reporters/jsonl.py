@@ -1,0 +1,17 @@
+"""``--output json``: one JSON event per line on stdout."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+
+from engine.events import Event
+
+
+class JsonLinesReporter:
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stdout
+
+    def __call__(self, event: Event) -> None:
+        self.stream.write(json.dumps(asdict(event), ensure_ascii=False, default=str) + "\n")
+        self.stream.flush()

@@ -1,0 +1,212 @@
+"""Starting a run: inputs, inventory, scope, journal, executor — the API the CLI calls."""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets as pysecrets
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from engine import events as ev
+from engine.actions.base import Context
+from engine.compiler import load_runbook
+from engine.errors import UsageError
+from engine.executor import Executor, RunOptions, RunOutcome
+from engine.inventory import Inventory, load_inventories, resolve_secrets
+from engine.journal import create_run, default_state_dir
+from engine.model import Runbook
+from engine.templating import Redactor, Templar, TemplateFailure
+
+
+@dataclass
+class RunRequest:
+    runbook: str
+    inventories: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    options: RunOptions = field(default_factory=RunOptions)
+    run_id: str | None = None
+    state_dir: str | None = None
+    operator: str | None = None
+
+
+@dataclass
+class RunHandle:
+    run_id: str
+    runbook: Runbook
+    outcome: RunOutcome
+    state_dir: Path
+
+
+def operator_name(option: str | None = None) -> str:
+    """``--operator``, else ``RUNBOOK_OPERATOR``, else the login name."""
+    if option:
+        return option
+    if os.environ.get("RUNBOOK_OPERATOR"):
+        return os.environ["RUNBOOK_OPERATOR"]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid{os.getuid()}"
+
+
+def new_run_id() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{pysecrets.token_hex(3)}"
+
+
+def parse_extra_vars(items: list[str]) -> dict:
+    """``-e k=v`` (value read as YAML), ``-e @file.yaml`` or ``-e '{"k": 1}'``."""
+    values: dict = {}
+    for item in items:
+        if item.startswith("@"):
+            values.update(_vars_file(item[1:]))
+        elif item.lstrip().startswith("{"):
+            try:
+                loaded = json.loads(item)
+            except ValueError as exc:
+                raise UsageError(f"-e {item!r}: not valid JSON: {exc}") from None
+            values.update(loaded)
+        elif "=" in item:
+            key, _, raw = item.partition("=")
+            if not key.isidentifier():
+                raise UsageError(f"-e {item!r}: {key!r} is not a valid variable name")
+            values[key] = raw
+        else:
+            raise UsageError(f"-e {item!r}: expected NAME=VALUE, @FILE or a JSON object")
+    return values
+
+
+def _vars_file(path: str) -> dict:
+    from engine.loader import load_file
+
+    data = load_file(path).data
+    if not isinstance(data, dict):
+        raise UsageError(f"-e @{path}: the file must hold a mapping of names to values")
+    return data
+
+
+
+def _convert(kind: str, value: Any) -> Any:
+    if kind == "string":
+        return value if isinstance(value, str) else str(value)
+    if kind in ("integer", "number", "boolean", "list", "object") and isinstance(value, str):
+        value = yaml.safe_load(value) if value.strip() else value
+    checks = {"integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              "boolean": lambda v: isinstance(v, bool), "list": lambda v: isinstance(v, list),
+              "object": lambda v: isinstance(v, dict)}
+    if not checks[kind](value):
+        raise ValueError(f"expected {kind}")
+    return value
+
+
+def resolve_inputs(runbook: Runbook, extra: dict, inventory: Inventory) -> dict:
+    """Each input from -e, else inventory vars, else its default; checked and converted."""
+    values, problems = {}, []
+    for name, spec in runbook.inputs.items():
+        if name in extra:
+            raw = extra[name]
+        elif name in inventory.vars:
+            raw = inventory.vars[name]
+        elif spec.has_default:
+            raw = spec.default
+        else:
+            if spec.required:
+                problems.append(f"missing required input '{name}' (give it with -e {name}=VALUE)")
+            continue
+        try:
+            value = _convert(spec.type, raw)
+        except (ValueError, yaml.YAMLError):
+            problems.append(f"input '{name}': expected {spec.type}, got {raw!r}")
+            continue
+        if spec.choices and value not in spec.choices:
+            problems.append(f"input '{name}': {value!r} is not one of {list(spec.choices)}")
+            continue
+        values[name] = value
+    if problems:
+        raise UsageError("; ".join(problems))
+    return values
+
+
+def build_scope(runbook: Runbook, inventory: Inventory, inputs: dict, extra: dict,
+                secret_values: dict, run_info: dict) -> dict:
+    """Variables, lowest first: inventory vars < runbook vars < inputs < facts < -e."""
+    scope: dict = dict(inventory.vars)
+    scope.update(targets=inventory.targets, groups=inventory.groups, secrets=secret_values,
+                 run=run_info)
+    scope.update(inputs)
+    templar = Templar()
+    for name, value in runbook.vars.items():
+        try:
+            scope[name] = templar.render(value, scope)
+        except TemplateFailure as exc:
+            raise UsageError(f"{runbook.path}: var '{name}': {exc}") from None
+    scope.update(inputs)
+    scope.update(extra)
+    return scope
+
+
+def prepare(request: RunRequest):
+    """Everything that can fail with exit 2 happens here, before any journal exists."""
+    inventory = load_inventories(request.inventories)
+    extra = parse_extra_vars(request.extra)
+    runbook = load_runbook(request.runbook, known_names=set(inventory.vars) | set(extra))
+    _check_start_at(runbook, request.options.start_at)
+    secret_values = resolve_secrets(inventory.secret_refs)
+    inputs = resolve_inputs(runbook, extra, inventory)
+    redactor = Redactor(list(secret_values.values())
+                        + [str(inputs[n]) for n, s in runbook.inputs.items() if s.secret and n in inputs])
+    return runbook, inventory, extra, secret_values, inputs, redactor
+
+
+def _check_start_at(runbook: Runbook, start_at: str | None) -> None:
+    if start_at is None:
+        return
+    ids = [s.id for s in runbook.walk() if s.action]
+    if start_at not in ids:
+        from engine.schema import did_you_mean
+
+        raise UsageError(f"--start-at {start_at!r}: no such step{did_you_mean(start_at, ids)}")
+
+
+def start_run(request: RunRequest, observers: list[Callable] = ()) -> RunHandle:
+    runbook, inventory, extra, secret_values, inputs, redactor = prepare(request)
+    state_dir = default_state_dir(request.state_dir)
+    run_id = request.run_id or new_run_id()
+    operator = operator_name(request.operator)
+    journal, lock = create_run(state_dir, run_id, operator)
+    try:
+        for observer in observers:
+            journal.subscribe(observer)
+        run_info = {"id": run_id, "operator": operator, "dry_run": request.options.dry_run,
+                    "runbook": runbook.name, "host": socket.gethostname()}
+        scope = build_scope(runbook, inventory, inputs, extra, secret_values, run_info)
+        ctx = Context(dry_run=request.options.dry_run, redactor=redactor, state_dir=state_dir,
+                      run_id=run_id, operator=operator)
+        journal.append(ev.RUN_STARTED, None, redactor.mask(_started_data(request, runbook, inputs, extra)))
+        executor = Executor(runbook, journal, ctx, scope, extra, request.options, redactor)
+        outcome = executor.run()
+    finally:
+        journal.close()
+        lock.release()
+    return RunHandle(run_id, runbook, outcome, state_dir)
+
+
+def _started_data(request: RunRequest, runbook: Runbook, inputs: dict, extra: dict) -> dict:
+    options = request.options
+    return {
+        "runbook": {"path": str(Path(runbook.path).resolve()), "name": runbook.name,
+                    "sha256": runbook.fingerprint},
+        "inventories": [str(Path(p).resolve()) for p in request.inventories],
+        "inputs": inputs, "extra_vars": extra, "extra_args": list(request.extra),
+        "dry_run": options.dry_run, "strict": options.strict, "tags": sorted(options.tags),
+        "skip_tags": sorted(options.skip_tags), "start_at": options.start_at,
+        "rto": runbook.rto, "rpo": runbook.rpo,
+        "steps": sum(1 for s in runbook.walk() if s.action),
+    }
