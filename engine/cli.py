@@ -106,7 +106,7 @@ def run(runbook, inventories, extra, dry_run, strict, tags, skip_tags, start_at,
     request = RunRequest(runbook=runbook, inventories=list(inventories), extra=list(extra),
                          options=options, run_id=run_id, state_dir=state_dir, operator=operator)
     handle = start_run(request, [_reporter(output)])
-    sys.exit(_exit_code(handle.outcome, options))
+    sys.exit(_exit_code(handle.outcome, handle.options))
 
 
 def _csv(text: str) -> frozenset[str]:
@@ -131,6 +131,124 @@ def _exit_code(outcome, options) -> int:
     if options.dry_run and options.strict and outcome.findings:
         return EXIT_FAILED
     return 0
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--in-doubt", type=click.Choice(["rerun", "skip"]),
+              help="What to do with a mutating step that started but never finished.")
+@click.option("--allow-changed", is_flag=True,
+              help="Resume even if the runbook or inventory changed (recorded in the journal).")
+@click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path(),
+              help="Where runs are kept (default ./.runbook).")
+@click.option("--operator", help="Who resumes (default $RUNBOOK_OPERATOR or login name).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+def resume(run_id, in_doubt, allow_changed, state_dir, operator, output) -> None:
+    """Continue a failed, aborted, interrupted or crashed run where it stopped."""
+    from engine.resume import ResumeRequest, resume_run
+
+    request = ResumeRequest(run_id=run_id, state_dir=state_dir, operator=operator,
+                            in_doubt=in_doubt, allow_changed=allow_changed)
+    ask = _ask_in_doubt if sys.stdin.isatty() and not in_doubt else None
+    handle = resume_run(request, [_reporter(output)], ask)
+    sys.exit(_exit_code(handle.outcome, handle.options))
+
+
+def _ask_in_doubt(label: str, key: str) -> str:
+    click.echo(f"Step '{label}' ({key}) started but never finished: it may or may not have run.")
+    return click.prompt("Run it again or treat it as done?", type=click.Choice(["rerun", "skip"]))
+
+
+@cli.command()
+@click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path())
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+def runs(state_dir, output) -> None:
+    """List runs with their state and age."""
+    import json
+
+    from engine.journal import default_state_dir
+    from engine.model import format_duration
+    from engine.runs import list_runs
+
+    found = list_runs(default_state_dir(state_dir))
+    if output == "json":
+        for summary in found:
+            click.echo(json.dumps(summary.as_dict()))
+        return
+    if not found:
+        click.echo("no runs")
+        return
+    click.echo(f"{'RUN ID':<26} {'STATUS':<12} {'OPERATOR':<12} {'STARTED':<25} {'DURATION':>8}  RUNBOOK")
+    for r in found:
+        name = r.runbook + (" (dry-run)" if r.dry_run else "")
+        click.echo(f"{r.run_id:<26} {r.status:<12} {r.operator:<12} {r.started:<25} "
+                   f"{format_duration(r.duration):>8}  {name}")
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path())
+def show(run_id, state_dir) -> None:
+    """Show one run step by step: status, attempts, duration, checks, who confirmed."""
+    from engine.journal import default_state_dir
+    from engine.model import format_duration
+    from engine.runs import load_run, step_views, summarize
+    from engine.journal import run_dir
+
+    directory = default_state_dir(state_dir)
+    events = load_run(directory, run_id)
+    summary = summarize(run_dir(directory, run_id))
+    click.echo(f"run {run_id}: {summary.runbook} — {summary.status}, started {summary.started} "
+               f"by {summary.operator}")
+    for view in step_views(events):
+        who = f"  by {', '.join(view.operators)}" if view.operators else ""
+        click.echo(f"  {view.status:<16} {view.name[:50]:<50} x{view.attempts} "
+                   f"{format_duration(view.duration):>7}{who}")
+        if view.message and view.status not in ("ok", "changed"):
+            click.echo(f"  {'':<16} {view.message}")
+        for check in view.verifications:
+            click.echo(f"  {'':<16} verify {check}")
+
+
+@cli.group()
+def audit() -> None:
+    """Check or export a run's tamper-evident journal."""
+
+
+@audit.command(name="verify")
+@click.argument("run_id")
+@click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path())
+def audit_verify(run_id, state_dir) -> None:
+    """Recompute the hash chain; name the first bad seq."""
+    from engine.errors import RunNotFound
+    from engine.journal import JOURNAL_NAME, default_state_dir, run_dir, verify_file
+
+    path = run_dir(default_state_dir(state_dir), run_id) / JOURNAL_NAME
+    if not path.exists():
+        raise RunNotFound(f"no run {run_id!r} (see 'runbook runs')")
+    result = verify_file(path)
+    if not result.ok:
+        click.echo(f"TAMPERED: first bad event seq {result.first_bad_seq}: {result.problem}")
+        sys.exit(EXIT_FAILED)
+    click.echo(f"ok: {result.count} events, head {result.head}")
+    if result.torn_line:
+        click.echo(f"note: line {result.torn_line} is a torn partial write from a crash, not "
+                   "tampering; 'runbook resume' repairs it")
+
+
+@audit.command(name="export")
+@click.argument("run_id")
+@click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path())
+def audit_export(run_id, state_dir) -> None:
+    """Print the run's events as JSON lines (for a SIEM)."""
+    import json
+    from dataclasses import asdict
+
+    from engine.journal import default_state_dir
+    from engine.runs import load_run
+
+    for event in load_run(default_state_dir(state_dir), run_id):
+        click.echo(json.dumps(asdict(event), ensure_ascii=False))
 
 
 @cli.command()

@@ -19,7 +19,7 @@ from engine.actions.base import ActionError, Context, Result
 from engine.compiler import check_rendered_args
 from engine.journal import Journal
 from engine.model import Runbook, Step, StepKind, Verify
-from engine.replay import ReplayState
+from engine.replay import ReplayState, step_key
 from engine.templating import (Redactor, Templar, TemplateFailure, Unknown, UnknownValue,
                                contains_unknown)
 
@@ -39,10 +39,11 @@ class RunOptions:
 class StepFailed(Exception):
     """A step failed and nothing ignored or rescued it."""
 
-    def __init__(self, step: Step, message: str) -> None:
+    def __init__(self, step: Step, message: str, ref: dict | None = None) -> None:
         super().__init__(message)
         self.step = step
         self.message = message
+        self.ref = ref or _ref(step)
 
 
 @dataclass
@@ -81,7 +82,9 @@ class Executor:
         except KeyboardInterrupt:
             self.ctx.cancelled.set()
             self.ctx.kill_processes()
-            outcome = RunOutcome("interrupted", self.findings, message="interrupted by the operator")
+            outcome = RunOutcome("interrupted", self.findings,
+                                 message="interrupted: resume with 'runbook resume "
+                                         f"{self.journal.run_id}'")
         else:
             outcome = RunOutcome("completed", self.findings)
         finally:
@@ -138,19 +141,29 @@ class Executor:
             return
         local = self._local_scope(step, scope)
         try:
-            self._steps(step.block, local, tags)
+            rescued = self.replay.rescued.get(step.id)
+            if rescued is None:
+                self._steps(step.block, local, tags)
+            else:  # resumed after the block failed and its rescue began
+                self._rescue(step, local, tags, rescued)
         except StepFailed as failure:
             if not step.rescue:
                 self._steps(step.always, local, tags)
                 raise
-            local["failure"] = {"step": failure.step.id, "message": failure.message}
-            try:
-                self._steps(step.rescue, local, tags)
-            except StepFailed:
-                self._steps(step.always, local, tags)
-                raise
+            failed = {"step": failure.step.id, "message": failure.message,
+                      "key": step_key(failure.ref)}
+            self.emit(ev.STEP_RESCUED, _ref(step), failed)
+            self._rescue(step, local, tags, failed)
         self._steps(step.always, local, tags)
         self._merge_back(scope, local)
+
+    def _rescue(self, step: Step, local: dict, tags: frozenset, failed: dict) -> None:
+        local["failure"] = {"step": failed["step"], "message": failed["message"]}
+        try:
+            self._steps(step.rescue, local, tags)
+        except StepFailed:
+            self._steps(step.always, local, tags)
+            raise
 
     def _parallel(self, step: Step, scope: dict, tags: frozenset) -> None:
         if not self._group_allowed(step, scope):
@@ -211,7 +224,8 @@ class Executor:
         local = self._local_scope(step, scope)
         try:
             if step.when is not None and not self.templar.truth(step.when, local):
-                self.emit(ev.STEP_SKIPPED, ref, {"reason": f"condition false: {_when_text(step.when)}"})
+                self.emit(ev.STEP_SKIPPED, ref, {"reason": f"condition false: {_when_text(step.when)}",
+                                                 "value": _skipped_value()})
                 self._register(step, scope, _skipped_value())
                 return
         except UnknownValue as unknown:
@@ -461,7 +475,7 @@ class Executor:
             data["ignored"] = True
         self.emit(ev.STEP_FAILED, ref, data)
         if not (self.options.dry_run or step.ignore_errors):
-            raise StepFailed(step, f"{step.label}: {message}")
+            raise StepFailed(step, f"{step.label}: {message}", ref)
         return value
 
     def _register(self, step: Step, scope: dict, value: Any) -> None:

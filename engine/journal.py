@@ -13,6 +13,7 @@ deletion, insertion or reordering breaks the chain at a known ``seq``.
 from __future__ import annotations
 
 import errno
+import hashlib
 import fcntl
 import json
 import os
@@ -126,7 +127,7 @@ class Journal:
     """Appends events to one run's journal file, fsync'ing each before returning."""
 
     def __init__(self, directory: Path, run_id: str, operator: str, host: str,
-                 events: Iterable[Event] = (), *, fsync: bool = True) -> None:
+                 events: Iterable[Event] = (), *, fsync: bool = True, guard=None) -> None:
         self.directory = directory
         self.run_id = run_id
         self.operator = operator
@@ -135,6 +136,7 @@ class Journal:
         self._fsync = fsync
         self._observers: list[Callable[[Event], None]] = []
         self._lock = threading.Lock()
+        self.guard = guard
         self._fd = os.open(directory / JOURNAL_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     @property
@@ -146,19 +148,27 @@ class Journal:
 
     def append(self, type: str, step: dict | None = None, data: dict | None = None) -> Event:
         """Write one event durably, then show it to the observers."""
+        if self.guard is not None:
+            with self.guard.critical():
+                event = self._write(type, step, data)
+        else:
+            event = self._write(type, step, data)
+        for observer in self._observers:
+            observer(event)
+        return event
+
+    def _write(self, type: str, step: dict | None, data: dict | None) -> Event:
         with self._lock:
             body = {"seq": len(self.events) + 1, "ts": now_ts(), "run_id": self.run_id,
                     "type": type, "step": step, "operator": self.operator, "host": self.host,
                     "data": json_safe(data or {}), "prev": self.head}
             encoded = canonical(body)
-            digest = event_hash(body)
+            digest = hashlib.sha256(encoded).hexdigest()
             os.write(self._fd, encoded[:-1] + b',"hash":"' + digest.encode() + b'"}\n')
             if self._fsync:
                 os.fsync(self._fd)
             event = Event(**body, hash=digest)
             self.events.append(event)
-        for observer in self._observers:
-            observer(event)
         return event
 
     def close(self) -> None:
@@ -222,20 +232,47 @@ class Verification:
     torn_line: int | None = None
 
 
-def verify_chain(events: list[Event], torn_line: int | None = None) -> Verification:
-    """Recompute every hash and link; name the first ``seq`` that does not hold."""
+def verify_file(path: Path) -> Verification:
+    """Check a journal file's hash chain. A torn last line (crash mid-write) is not tampering."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise RunNotFound(f"no journal at {path}") from None
+    lines = raw.split(b"\n")
+    trailing = lines.pop() if lines else b""
+    bodies, torn = [], None
+    for line in lines:
+        try:
+            bodies.append(json.loads(line))
+        except ValueError:
+            bodies.append(None)  # an edit that broke the JSON: reported at its seq
+    if trailing.strip():
+        try:
+            bodies.append(json.loads(trailing))
+        except ValueError:
+            torn = len(lines) + 1
+    return verify_chain(bodies, torn)
+
+
+def verify_chain(bodies: list, torn_line: int | None = None) -> Verification:
+    """Recompute every hash and link of parsed events (dicts or ``Event``s); name the first bad ``seq``."""
     prev = GENESIS
-    for index, event in enumerate(events):
-        expected_seq = index + 1
-        if event.seq != expected_seq:
-            return Verification(False, len(events), prev, expected_seq,
-                                f"expected seq {expected_seq}, found {event.seq} "
+    for index, body in enumerate(bodies):
+        expected = index + 1
+        if isinstance(body, Event):
+            body = {**body.body(), "hash": body.hash}
+        if not isinstance(body, dict) or "hash" not in body:
+            return Verification(False, len(bodies), prev, expected, "unreadable event (edited)")
+        if body.get("seq") != expected:
+            return Verification(False, len(bodies), prev, expected,
+                                f"expected seq {expected}, found {body.get('seq')} "
                                 "(event deleted, inserted or reordered)")
-        if event.prev != prev:
-            return Verification(False, len(events), prev, event.seq,
+        if body.get("prev") != prev:
+            return Verification(False, len(bodies), prev, expected,
                                 "prev does not match the previous event's hash "
                                 "(event deleted, inserted or reordered)")
-        if event_hash(event.body()) != event.hash:
-            return Verification(False, len(events), prev, event.seq, "hash mismatch (event edited)")
-        prev = event.hash
-    return Verification(True, len(events), prev, torn_line=torn_line)
+        claimed = body.pop("hash")
+        if event_hash(body) != claimed:
+            return Verification(False, len(bodies), prev, expected, "hash mismatch (event edited)")
+        prev = claimed
+    return Verification(True, len(bodies), prev, torn_line=torn_line)

@@ -2,8 +2,9 @@
 
 ``lab_up(DIR)`` starts, from the machine's own PostgreSQL binaries:
 
-- ``primary_db`` — a PostgreSQL primary with database ``erp`` (owner role
-  ``erp``) seeded with ``users`` and ``orders``;
+- ``primary_db`` — a PostgreSQL primary with database ``erp`` (owned by the
+  role ``erp``, a superuser like a DR operator's role) seeded with ``users``
+  and ``orders``;
 - ``replica_db`` — a streaming replica of it (``pg_basebackup -R -X stream``);
 - ``app`` — a tiny HTTP service whose ``/health`` answers with a status code
   you switch for failure drills: ``GET /admin/status?code=503`` (optionally
@@ -356,15 +357,17 @@ FROM generate_series(1, {orders}) AS i;
 
 
 def _create_app_database(admin_dsn: str, password: str) -> None:
-    """The ``erp`` role (login, may watch replication and promote) and its database."""
+    """The ``erp`` role and its database.
+
+    The role is a superuser, as a DR operator's usually is: ``pg_promote()`` is
+    superuser-only by default, and a restore replays the dump's GRANTs, which
+    a plain owner may not be allowed to give.
+    """
     from psycopg import sql
 
     with _connect(admin_dsn) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
             sql.Identifier(APP_ROLE), sql.Literal(password)))
-        conn.execute(sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(APP_ROLE)))
-        conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION pg_promote(boolean, integer) TO {}").format(
-            sql.Identifier(APP_ROLE)))
         conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
             sql.Identifier(DATABASE), sql.Identifier(APP_ROLE)))
 

@@ -18,6 +18,7 @@ class ReplayState:
 
     completed: dict[str, dict] = field(default_factory=dict)
     in_doubt: dict[str, Event] = field(default_factory=dict)
+    rescued: dict[str, dict] = field(default_factory=dict)  # block id -> failure it rescued
     started: Event | None = None
     last_end: Event | None = None
 
@@ -42,6 +43,9 @@ def replay(events: list[Event]) -> ReplayState:
                 state.completed[key] = event.data
             else:
                 state.completed.pop(key, None)
+        elif event.type == ev.STEP_RESCUED:
+            state.rescued[event.step["id"]] = event.data
+            state.completed[event.data["key"]] = {"rescued": True, **event.data}
         elif event.type in ev.RUN_ENDS:
             state.last_end = event
     return state

@@ -20,7 +20,9 @@ from engine.errors import UsageError
 from engine.executor import Executor, RunOptions, RunOutcome
 from engine.inventory import Inventory, load_inventories, resolve_secrets
 from engine.journal import create_run, default_state_dir
+from engine.interrupts import InterruptGuard
 from engine.model import Runbook
+from engine.replay import ReplayState
 from engine.templating import Redactor, Templar, TemplateFailure
 
 
@@ -41,6 +43,7 @@ class RunHandle:
     runbook: Runbook
     outcome: RunOutcome
     state_dir: Path
+    options: RunOptions
 
 
 def operator_name(option: str | None = None) -> str:
@@ -152,7 +155,17 @@ def build_scope(runbook: Runbook, inventory: Inventory, inputs: dict, extra: dic
     return scope
 
 
-def prepare(request: RunRequest):
+@dataclass
+class Prepared:
+    runbook: Runbook
+    inventory: Inventory
+    extra: dict
+    secrets: dict
+    inputs: dict
+    redactor: Redactor
+
+
+def prepare(request: RunRequest) -> Prepared:
     """Everything that can fail with exit 2 happens here, before any journal exists."""
     inventory = load_inventories(request.inventories)
     extra = parse_extra_vars(request.extra)
@@ -162,7 +175,7 @@ def prepare(request: RunRequest):
     inputs = resolve_inputs(runbook, extra, inventory)
     redactor = Redactor(list(secret_values.values())
                         + [str(inputs[n]) for n, s in runbook.inputs.items() if s.secret and n in inputs])
-    return runbook, inventory, extra, secret_values, inputs, redactor
+    return Prepared(runbook, inventory, extra, secret_values, inputs, redactor)
 
 
 def _check_start_at(runbook: Runbook, start_at: str | None) -> None:
@@ -176,7 +189,8 @@ def _check_start_at(runbook: Runbook, start_at: str | None) -> None:
 
 
 def start_run(request: RunRequest, observers: list[Callable] = ()) -> RunHandle:
-    runbook, inventory, extra, secret_values, inputs, redactor = prepare(request)
+    """Validate everything, create the run's journal and execute it."""
+    prepared = prepare(request)
     state_dir = default_state_dir(request.state_dir)
     run_id = request.run_id or new_run_id()
     operator = operator_name(request.operator)
@@ -184,29 +198,52 @@ def start_run(request: RunRequest, observers: list[Callable] = ()) -> RunHandle:
     try:
         for observer in observers:
             journal.subscribe(observer)
-        run_info = {"id": run_id, "operator": operator, "dry_run": request.options.dry_run,
-                    "runbook": runbook.name, "host": socket.gethostname()}
-        scope = build_scope(runbook, inventory, inputs, extra, secret_values, run_info)
-        ctx = Context(dry_run=request.options.dry_run, redactor=redactor, state_dir=state_dir,
-                      run_id=run_id, operator=operator)
-        journal.append(ev.RUN_STARTED, None, redactor.mask(_started_data(request, runbook, inputs, extra)))
-        executor = Executor(runbook, journal, ctx, scope, extra, request.options, redactor)
-        outcome = executor.run()
+        started = _started_data(request, prepared.runbook, prepared.inputs, prepared.extra)
+        journal.append(ev.RUN_STARTED, None, prepared.redactor.mask(started))
+        outcome = _execute(prepared, journal, request.options, ReplayState())
     finally:
         journal.close()
         lock.release()
-    return RunHandle(run_id, runbook, outcome, state_dir)
+    return RunHandle(run_id, prepared.runbook, outcome, state_dir, request.options)
+
+
+def _execute(prepared: "Prepared", journal, options: RunOptions, replay: ReplayState) -> RunOutcome:
+    runbook = prepared.runbook
+    run_info = {"id": journal.run_id, "operator": journal.operator, "dry_run": options.dry_run,
+                "runbook": runbook.name, "host": journal.host}
+    scope = build_scope(runbook, prepared.inventory, prepared.inputs, prepared.extra,
+                        prepared.secrets, run_info)
+    ctx = Context(dry_run=options.dry_run, redactor=prepared.redactor,
+                  state_dir=journal.directory, run_id=journal.run_id, operator=journal.operator)
+    guard = InterruptGuard().install()
+    journal.guard = guard
+    try:
+        executor = Executor(runbook, journal, ctx, scope, prepared.extra, options,
+                            prepared.redactor, replay)
+        return executor.run()
+    finally:
+        journal.guard = None
+        guard.uninstall()
 
 
 def _started_data(request: RunRequest, runbook: Runbook, inputs: dict, extra: dict) -> dict:
     options = request.options
     return {
         "runbook": {"path": str(Path(runbook.path).resolve()), "name": runbook.name,
-                    "sha256": runbook.fingerprint},
+                    "sha256": runbook.fingerprint, "source": Path(runbook.path).read_text()},
         "inventories": [str(Path(p).resolve()) for p in request.inventories],
+        "fingerprints": fingerprints([runbook.path, *request.inventories]),
         "inputs": inputs, "extra_vars": extra, "extra_args": list(request.extra),
         "dry_run": options.dry_run, "strict": options.strict, "tags": sorted(options.tags),
         "skip_tags": sorted(options.skip_tags), "start_at": options.start_at,
-        "rto": runbook.rto, "rpo": runbook.rpo,
+        "rto": runbook.rto, "rpo": runbook.rpo, "cwd": os.getcwd(),
         "steps": sum(1 for s in runbook.walk() if s.action),
     }
+
+
+def fingerprints(paths) -> dict[str, str]:
+    """SHA-256 of each file's bytes, by absolute path."""
+    import hashlib
+
+    return {str(Path(p).resolve()): hashlib.sha256(Path(p).read_bytes()).hexdigest()
+            for p in paths}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
-from jinja2 import StrictUndefined, TemplateError, meta, nodes
+from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -125,7 +125,7 @@ class Templar:
         template = self._templates.get(text)
         if template is None:
             template = self._templates[text] = self._compile(self.env.from_string, text)
-        return self._call(template.render, scope)
+        return self._call(template.render, scope, text)
 
     def evaluate(self, expression: str, scope: dict) -> Any:
         """Evaluate a bare Jinja expression (``when``, ``until``, ``verify``)."""
@@ -133,7 +133,7 @@ class Templar:
         if compiled is None:
             compiled = self._expressions[expression] = self._compile(
                 self.env.compile_expression, expression.strip(), undefined_to_none=False)
-        return self._call(compiled, scope)
+        return self._call(compiled, scope, expression)
 
     def truth(self, expression: Any, scope: dict) -> bool:
         """Evaluate a condition; a list of conditions must all hold (Ansible's ``when`` list)."""
@@ -152,13 +152,15 @@ class Templar:
         except TemplateSyntaxError as exc:
             raise TemplateFailure(f"template syntax error: {exc.message}") from None
 
-    def _call(self, compiled, scope: dict) -> Any:
+    def _call(self, compiled, scope: dict, source: str = "") -> Any:
         try:
             value = compiled(scope)
+            if isinstance(value, Undefined):
+                str(value)  # a native result such as ``{{ out.missing }}``: StrictUndefined raises
         except UnknownValue:
             raise
         except UndefinedError as exc:
-            raise TemplateFailure(_undefined_message(exc)) from None
+            raise TemplateFailure(_undefined_message(exc, source)) from None
         except SecurityError as exc:
             raise TemplateFailure(f"refused by the template sandbox: {exc}") from None
         except TemplateError as exc:
@@ -190,7 +192,11 @@ class Templar:
             raise TemplateFailure(f"template syntax error: {exc.message}") from None
 
     def _free_names(self, ast: nodes.Template) -> set[str]:
-        names = meta.find_undeclared_variables(ast)
+        try:
+            names = meta.find_undeclared_variables(ast)
+        except TemplateSyntaxError as exc:
+            # Unknown filters and tests are only found when the AST is compiled.
+            raise TemplateFailure(f"template error: {exc.message}") from None
         return {n for n in names if n not in self.env.globals}
 
 
@@ -198,12 +204,13 @@ def _is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
 
-def _undefined_message(exc: UndefinedError) -> str:
+def _undefined_message(exc: UndefinedError, source: str = "") -> str:
     message = str(exc.message or exc)
     match = re.match(r"'([^']+)' is undefined", message)
     if match:
         return f"undefined variable '{match.group(1)}'"
-    return f"undefined value: {message}"
+    where = f" in {source.strip()!r}" if source else ""
+    return f"undefined value{where}: {message}"
 
 
 def contains_unknown(value: Any) -> Unknown | None:

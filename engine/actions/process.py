@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 
 from engine.actions.base import ActionError, Context
@@ -19,19 +20,41 @@ class Completed:
 
 
 def kill_tree(process: subprocess.Popen, grace: float = 1.0) -> None:
-    """Stop ``process`` and everything it started (its process group): TERM, then KILL."""
-    if process.poll() is not None:
-        return
+    """Stop ``process`` and everything it started (its process group): TERM, then KILL.
+
+    The group is signalled even when the leader has already exited: a background
+    grandchild (``sleep 30 &``) outlives its shell and still holds the step's pipes.
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(process.pid, sig)
         except (ProcessLookupError, PermissionError):
             return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            process.poll()  # reap the leader so only live members keep the group
+            if not _group_alive(process.pid):
+                return
+            time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies awaiting their reaper do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    if not os.path.isdir("/proc/self"):
+        return True
+    for entry in os.listdir("/proc"):
         try:
-            process.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
             continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 def run_process(argv: list[str], ctx: Context, *, chdir: str | None = None,

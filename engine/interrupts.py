@@ -1,0 +1,59 @@
+"""Ctrl-C, SIGTERM and SIGHUP during a run.
+
+The first signal becomes a ``KeyboardInterrupt`` in the main thread, except
+while the main thread is inside a critical section (a journal append): then it
+is delivered when the section ends, so an event is never half-recorded in
+memory. A second signal exits at once with 130.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from contextlib import contextmanager
+
+EXIT_INTERRUPTED = 130
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class InterruptGuard:
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending = False
+        self.received = 0
+        self._previous: dict = {}
+
+    def install(self) -> "InterruptGuard":
+        if threading.current_thread() is threading.main_thread():
+            for sig in HANDLED:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        self.received += 1
+        if self.received > 1:
+            os._exit(EXIT_INTERRUPTED)
+        if self.depth:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def critical(self):
+        """No ``KeyboardInterrupt`` inside; a signal that arrives is raised on exit."""
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            self.depth += 1
+        try:
+            yield
+        finally:
+            if main:
+                self.depth -= 1
+                if self.pending and self.depth == 0:
+                    self.pending = False
+                    raise KeyboardInterrupt
