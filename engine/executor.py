@@ -131,7 +131,7 @@ class Executor:
                                              "unknown": unknown.unknown.origin})
             return False
         except TemplateFailure as exc:
-            self._fail(step, ref, f"when: {exc}")
+            self._fail(step, ref, f"{step.pos}: when: {exc}")
             return False
         self.emit(ev.STEP_SKIPPED, ref, {"reason": f"condition false: {_when_text(step.when)}"})
         return False
@@ -232,7 +232,7 @@ class Executor:
             self._plan_conditional(step, scope, ref, unknown)
             return
         except TemplateFailure as exc:
-            self._fail(step, ref, f"when: {exc}")
+            self._fail(step, ref, f"{step.pos}: when: {exc}")
             self._register(step, scope, _failed_value(str(exc)))
             return
         if step.loop is not None:
@@ -270,7 +270,7 @@ class Executor:
             self._plan_conditional(step, scope, ref, unknown)
             return
         except TemplateFailure as exc:
-            self._fail(step, ref, f"loop: {exc}")
+            self._fail(step, ref, f"{step.pos}: loop: {exc}")
             return
         results: list[Any] = [None] * len(items)
 
@@ -319,11 +319,12 @@ class Executor:
                                  unknown.unknown.origin)
         except TemplateFailure as exc:
             self.emit(ev.STEP_STARTED, ref, {"action": step.action})
-            return self._fail(step, ref, str(exc))
+            return self._fail(step, ref, f"{step.pos}: {exc}")
         shown = HIDDEN if step.no_log else args
         action = cls()
         if self.options.dry_run and (mutates or _has_unknown(args)):
-            return self._planned(step, ref, self._plan_line(action, args, step), None, shown)
+            plan = f"{step.action} {HIDDEN}" if step.no_log else self._plan_line(action, args, step)
+            return self._planned(step, ref, plan, None, shown)
         self.emit(ev.STEP_STARTED, ref, {"action": step.action, "args": shown,
                                           "mutates": mutates})
         return self._attempts(step, ref, action, args, scope)
@@ -346,7 +347,7 @@ class Executor:
 
     def _plan_line(self, action, args, step: Step) -> str:
         try:
-            return action.plan(args, self.ctx)
+            return _one_line(action.plan(args, self.ctx))
         except ActionError as exc:
             return f"{step.action}: {exc}"
         except Exception as exc:  # a plan must never end a rehearsal
@@ -476,6 +477,10 @@ class Executor:
         self.emit(ev.STEP_FAILED, ref, data)
         if not (self.options.dry_run or step.ignore_errors):
             raise StepFailed(step, f"{step.label}: {message}", ref)
+        if self.options.dry_run:
+            # A finding may only mean an earlier change was not made: what this
+            # step would return is unknown, not "failed", so later steps plan.
+            return Unknown(step.register or step.id)
         return value
 
     def _register(self, step: Step, scope: dict, value: Any) -> None:
@@ -530,6 +535,11 @@ def _loop_value(results: list) -> dict:
             "changed": any(r.get("changed") for r in real),
             "failed": any(r.get("failed") for r in real), "skipped": False,
             "elapsed": round(sum(r.get("elapsed", 0) for r in real), 3), "message": ""}
+
+
+def _one_line(text: str) -> str:
+    """Plans are one line: multi-line scripts are joined with a visible marker."""
+    return " ⏎ ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
 
 
 def _has_unknown(value: Any) -> bool:

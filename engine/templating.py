@@ -50,6 +50,9 @@ class Unknown:
         return Unknown(f"{self.origin}.{name}")
 
     def __getitem__(self, key: Any) -> "Unknown":
+        if isinstance(key, slice):
+            key = f"{'' if key.start is None else key.start}:{'' if key.stop is None else key.stop}"
+            return Unknown(f"{self.origin}[{key}]")
         return Unknown(f"{self.origin}[{key!r}]")
 
     def _derived(self, *_: Any) -> "Unknown":

@@ -98,7 +98,7 @@ class Shell(Action):
 
     def plan(self, args, ctx: Context) -> str:
         script = args if isinstance(args, str) else args["cmd"]
-        return "sh -c " + shlex.quote(script)
+        return "sh -c: " + script
 
     def run(self, args, ctx: Context) -> Result:
         spec = args if isinstance(args, dict) else {"cmd": args}
