@@ -19,7 +19,10 @@ _ENV = {"type": "object", "additionalProperties": {"type": ["string", "number", 
 
 def _process_result(done, ok_rc) -> Result:
     ok = done.rc in ok_rc
-    data = {"rc": done.rc, "stdout": done.stdout, "stderr": done.stderr}
+    # As in Ansible: the final newline is dropped, and lines are offered too.
+    stdout, stderr = done.stdout.rstrip("\r\n"), done.stderr.rstrip("\r\n")
+    data = {"rc": done.rc, "stdout": stdout, "stderr": stderr,
+            "stdout_lines": stdout.splitlines()}
     message = "" if ok else f"exited with rc={done.rc}" + _tail(done.stderr or done.stdout)
     return Result(ok=ok, changed=True, data=data, message=message)
 
