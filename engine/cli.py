@@ -95,16 +95,23 @@ def validate(paths, inventories, extra) -> None:
 @click.option("--operator", help="Who runs this (default $RUNBOOK_OPERATOR or login name).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text",
               help="text (default) or json: one event per line on stdout.")
+@click.option("--step", "step_mode", is_flag=True,
+              help="Guided mode: show each step and wait for y/s/a/c/n/? before running it.")
+@click.option("--answers", type=click.Path(), help="Scripted operator replies (YAML) for drills and CI.")
+@click.option("--on-failure", type=click.Choice(["stop", "rollback"]),
+              help="When the run fails: stop (default) or roll back the completed steps.")
 def run(runbook, inventories, extra, dry_run, strict, tags, skip_tags, start_at, run_id,
-        state_dir, operator, output) -> None:
+        state_dir, operator, output, step_mode, answers, on_failure) -> None:
     """Run (or with --dry-run rehearse) a runbook."""
     from engine.executor import RunOptions
     from engine.session import RunRequest, start_run
 
     options = RunOptions(dry_run=dry_run, strict=strict, tags=_csv(tags),
-                         skip_tags=_csv(skip_tags), start_at=start_at)
+                         skip_tags=_csv(skip_tags), start_at=start_at, step_mode=step_mode,
+                         on_failure=on_failure)
     request = RunRequest(runbook=runbook, inventories=list(inventories), extra=list(extra),
-                         options=options, run_id=run_id, state_dir=state_dir, operator=operator)
+                         options=options, run_id=run_id, state_dir=state_dir, operator=operator,
+                         answers=answers)
     handle = start_run(request, [_reporter(output)])
     sys.exit(_exit_code(handle.outcome, handle.options))
 
@@ -124,8 +131,14 @@ def _reporter(output: str):
 
 
 def _exit_code(outcome, options) -> int:
+    from engine.errors import EXIT_ABORTED, EXIT_PAUSED
+
     if outcome.status == "interrupted":
         return EXIT_INTERRUPTED
+    if outcome.status == "paused":
+        return EXIT_PAUSED
+    if outcome.status == "aborted":
+        return EXIT_ABORTED
     if outcome.status == "failed":
         return EXIT_FAILED
     if options.dry_run and options.strict and outcome.findings:
@@ -143,12 +156,18 @@ def _exit_code(outcome, options) -> int:
               help="Where runs are kept (default ./.runbook).")
 @click.option("--operator", help="Who resumes (default $RUNBOOK_OPERATOR or login name).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
-def resume(run_id, in_doubt, allow_changed, state_dir, operator, output) -> None:
-    """Continue a failed, aborted, interrupted or crashed run where it stopped."""
+@click.option("--step", "step_mode", is_flag=True, help="Guided mode (see 'runbook run --step').")
+@click.option("--answers", type=click.Path(), help="Scripted operator replies (YAML).")
+@click.option("--on-failure", type=click.Choice(["stop", "rollback"]),
+              help="When the run fails: stop or roll back the completed steps.")
+def resume(run_id, in_doubt, allow_changed, state_dir, operator, output, step_mode, answers,
+           on_failure) -> None:
+    """Continue a failed, aborted, interrupted, paused or crashed run where it stopped."""
     from engine.resume import ResumeRequest, resume_run
 
     request = ResumeRequest(run_id=run_id, state_dir=state_dir, operator=operator,
-                            in_doubt=in_doubt, allow_changed=allow_changed)
+                            in_doubt=in_doubt, allow_changed=allow_changed, step_mode=step_mode,
+                            answers=answers, on_failure=on_failure)
     ask = _ask_in_doubt if sys.stdin.isatty() and not in_doubt else None
     handle = resume_run(request, [_reporter(output)], ask)
     sys.exit(_exit_code(handle.outcome, handle.options))
@@ -210,6 +229,20 @@ def show(run_id, state_dir) -> None:
             click.echo(f"  {'':<16} verify {check}")
 
 
+@cli.command()
+@click.argument("run_id")
+@click.argument("step")
+@click.option("--operator", help="Who approves (default $RUNBOOK_OPERATOR or login name).")
+@click.option("--comment", default="", help="Why, or what was checked.")
+@click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path())
+def approve(run_id, step, operator, comment, state_dir) -> None:
+    """Approve a step that waits for approval (works while the run is paused)."""
+    from engine.approvals import record_approval
+
+    message = record_approval(state_dir, run_id, step, operator, comment)
+    click.echo(message)
+
+
 @cli.group()
 def audit() -> None:
     """Check or export a run's tamper-evident journal."""
@@ -252,13 +285,16 @@ def audit_export(run_id, state_dir) -> None:
 
 
 @cli.command()
-def schema() -> None:
+@click.option("--inventory", "inventory", is_flag=True,
+              help="Print the inventory schema instead (schemas/inventory.schema.json).")
+def schema(inventory) -> None:
     """Print the runbook JSON Schema, composed with every action's arguments."""
     import json
 
-    from engine.schema import runbook_schema
+    from engine.schema import inventory_schema, runbook_schema
 
-    click.echo(json.dumps(runbook_schema(), indent=2, ensure_ascii=False))
+    document = inventory_schema() if inventory else runbook_schema()
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
 @cli.command(name="actions")

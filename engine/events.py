@@ -28,9 +28,18 @@ STEP_RESCUED = "step.rescued"
 VERIFY_PASSED = "verify.passed"
 VERIFY_FAILED = "verify.failed"
 JOURNAL_REPAIRED = "journal.repaired"
+STEP_PAUSED = "step.paused"
+OPERATOR_CONFIRMED = "operator.confirmed"
+OPERATOR_SKIPPED = "operator.skipped"
+OPERATOR_NOTE = "operator.note"
+OPERATOR_DECIDED = "operator.decided"
+APPROVAL_REQUESTED = "approval.requested"
+APPROVAL_GRANTED = "approval.granted"
+ROLLBACK_STARTED = "rollback.started"
+ROLLBACK_COMPLETED = "rollback.completed"
 
 #: events that end a step (one per step.started)
-STEP_ENDS = frozenset({STEP_SUCCEEDED, STEP_FAILED, STEP_SKIPPED, STEP_PLANNED})
+STEP_ENDS = frozenset({STEP_SUCCEEDED, STEP_FAILED, STEP_SKIPPED, STEP_PLANNED, "step.paused"})
 #: events that end a run (the run may still be resumed after failed/aborted/interrupted/paused)
 RUN_ENDS = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_ABORTED, RUN_INTERRUPTED, RUN_PAUSED})
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine import actions
 from engine import events as ev
 from engine.actions.base import ActionError, Context, Result
 from engine.compiler import check_rendered_args
+from engine.control import RollbackRequested, RunAborted, RunPaused
+from engine.guide import Guide, StepPreview
 from engine.journal import Journal
 from engine.model import Runbook, Step, StepKind, Verify
 from engine.replay import ReplayState, step_key
+from engine.rollback import UndoLog
 from engine.templating import (Redactor, Templar, TemplateFailure, Unknown, UnknownValue,
                                contains_unknown)
 
@@ -34,6 +37,8 @@ class RunOptions:
     tags: frozenset[str] = frozenset()
     skip_tags: frozenset[str] = frozenset()
     start_at: str | None = None
+    step_mode: bool = False
+    on_failure: str | None = None  # stop | rollback; None: the runbook's own setting
 
 
 class StepFailed(Exception):
@@ -48,7 +53,7 @@ class StepFailed(Exception):
 
 @dataclass
 class RunOutcome:
-    status: str  # completed | failed | interrupted
+    status: str  # completed | failed | interrupted | paused | aborted
     findings: list[dict] = field(default_factory=list)
     failed_step: str | None = None
     message: str = ""
@@ -57,7 +62,7 @@ class RunOutcome:
 class Executor:
     def __init__(self, runbook: Runbook, journal: Journal, ctx: Context, scope: dict,
                  extra_vars: dict, options: RunOptions, redactor: Redactor,
-                 replay: ReplayState | None = None) -> None:
+                 replay: ReplayState | None = None, guide: Guide | None = None) -> None:
         self.runbook = runbook
         self.journal = journal
         self.ctx = ctx
@@ -71,30 +76,76 @@ class Executor:
         self._findings_lock = threading.Lock()
         self._started = options.start_at is None
         self._estimate = 0.0
+        self.guide = guide or Guide(self.emit, journal.events)
+        self.guide.emit = self.emit  # operator events are redacted like every other
+        ctx.guide = self.guide
+        self.undo_log = UndoLog(runbook, self.replay)
+        self._ordinals = {s.id: n for n, s in enumerate(_forward_steps(runbook), 1)}
 
     # --- the run ---
     def run(self) -> RunOutcome:
         start = time.monotonic()
         try:
-            self._steps(self.runbook.steps, self.scope, frozenset())
-        except StepFailed as failure:
-            outcome = RunOutcome("failed", self.findings, failure.step.id, failure.message)
+            outcome = self._run_or_roll_back()
+        except RunPaused as pause:
+            outcome = RunOutcome("paused", self.findings, message=_paused_message(pause))
+        except RunAborted as abort:
+            outcome = RunOutcome("aborted", self.findings, message=abort.reason + ": resume with "
+                                 f"'runbook resume {self.journal.run_id}'")
         except KeyboardInterrupt:
             self.ctx.cancelled.set()
             self.ctx.kill_processes()
             outcome = RunOutcome("interrupted", self.findings,
                                  message="interrupted: resume with 'runbook resume "
                                          f"{self.journal.run_id}'")
-        else:
-            outcome = RunOutcome("completed", self.findings)
         finally:
             self.ctx.close()
         self._finish(outcome, time.monotonic() - start)
         return outcome
 
+    def _run_or_roll_back(self) -> RunOutcome:
+        if self.replay.rollback_started is not None:  # resumed in the middle of a rollback
+            return self._roll_back(self.replay.rollback_started.data.get("reason", "resumed"))
+        try:
+            self._steps(self.runbook.steps, self.scope, frozenset())
+        except StepFailed as failure:
+            if self._on_failure() == "rollback":
+                return self._roll_back(failure.message, failure.step.id)
+            return RunOutcome("failed", self.findings, failure.step.id, failure.message)
+        except RollbackRequested as request:
+            return self._roll_back(request.reason)
+        return RunOutcome("completed", self.findings)
+
+    def _on_failure(self) -> str:
+        if self.options.dry_run:
+            return "stop"
+        return self.options.on_failure or self.runbook.on_failure
+
+    def _roll_back(self, reason: str, failed_step: str | None = None) -> RunOutcome:
+        """Run the recorded rollbacks of completed steps, newest first; the run ends failed."""
+        entries = self.undo_log.pending()
+        if self.replay.rollback_started is None:
+            self.emit(ev.ROLLBACK_STARTED, None, {"reason": reason,
+                                                   "steps": [e.step.id for e in entries]})
+        for entry in entries:
+            for rb_step, record in zip(entry.step.rollback, entry.records):
+                if self.replay.completed.get(rb_step.id) is not None:
+                    continue
+                recorded = replace(rb_step, args=record.get("args"), rollback=())
+                try:
+                    self._execute(recorded, self.scope, _ref(rb_step))
+                except StepFailed as failure:
+                    return RunOutcome("failed", self.findings, failure.step.id,
+                                      f"rollback failed: {failure.message}")
+        self.emit(ev.ROLLBACK_COMPLETED, None, {"reason": reason,
+                                                 "steps": [e.step.id for e in entries]})
+        return RunOutcome("failed", self.findings, failed_step,
+                          f"{reason} — rolled back {len(entries)} step(s)")
+
     def _finish(self, outcome: RunOutcome, elapsed: float) -> None:
         kind = {"completed": ev.RUN_COMPLETED, "failed": ev.RUN_FAILED,
-                "interrupted": ev.RUN_INTERRUPTED}[outcome.status]
+                "interrupted": ev.RUN_INTERRUPTED, "paused": ev.RUN_PAUSED,
+                "aborted": ev.RUN_ABORTED}[outcome.status]
         self.emit(kind, None, {
             "status": outcome.status, "elapsed": round(elapsed, 3), "rto": self.runbook.rto,
             "dry_run": self.options.dry_run, "findings": outcome.findings,
@@ -235,11 +286,33 @@ class Executor:
             self._fail(step, ref, f"{step.pos}: when: {exc}")
             self._register(step, scope, _failed_value(str(exc)))
             return
+        if self.guide.step_mode and not self.options.dry_run:
+            if self.guide.before_step(step, ref, self._preview(step, local)) == "skip":
+                self.emit(ev.STEP_SKIPPED, ref, {"reason": "skipped by the operator",
+                                                 "value": _skipped_value()})
+                self._register(step, scope, _skipped_value())
+                return
         if step.loop is not None:
             self._loop(step, scope, local, ref)
         else:
             value = self._execute(step, local, ref)
             self._register(step, scope, value)
+
+    def _preview(self, step: Step, scope: dict) -> StepPreview:
+        """What step mode shows before a step: rendered arguments, plan, RTO budget."""
+        cls = actions.get_action(step.action)
+        try:
+            args = self._render_args(step, cls, scope) if step.loop is None else step.args
+            plan = self._plan_line(cls(), args, step) if step.loop is None else (
+                f"{step.action} for each item of the loop")
+        except (TemplateFailure, UnknownValue) as exc:
+            args, plan = step.args, f"(cannot render the arguments yet: {exc})"
+        shown = HIDDEN if step.no_log else self.redactor.mask(args)
+        remaining = sum(s.expected_duration or 0 for s in _forward_steps(self.runbook)
+                        if self._ordinals.get(s.id, 0) >= self._ordinals.get(step.id, 0)
+                        and s.id not in self.replay.completed)
+        return StepPreview(self._ordinals.get(step.id, 0), len(self._ordinals), step.action,
+                           shown, plan, step.expected_duration, remaining)
 
     def _selected(self, tags: frozenset) -> bool:
         if self.options.tags and not (tags & self.options.tags or "always" in tags):
@@ -325,9 +398,20 @@ class Executor:
         if self.options.dry_run and (mutates or _has_unknown(args)):
             plan = f"{step.action} {HIDDEN}" if step.no_log else self._plan_line(action, args, step)
             return self._planned(step, ref, plan, None, shown)
-        self.emit(ev.STEP_STARTED, ref, {"action": step.action, "args": shown,
-                                          "mutates": mutates})
-        return self._attempts(step, ref, action, args, scope)
+        while True:
+            self.emit(ev.STEP_STARTED, ref, {"action": step.action, "args": shown,
+                                              "mutates": mutates})
+            try:
+                return self._attempts(step, ref, action, args, scope)
+            except StepFailed as failure:
+                decision = self.guide.after_failure(step, ref, failure.message)
+                if decision == "retry":
+                    continue
+                if decision == "skip":
+                    self.emit(ev.STEP_SKIPPED, ref, {"reason": "skipped by the operator after "
+                                                     "a failure", "value": _skipped_value()})
+                    return _skipped_value()
+                raise
 
     def _render_args(self, step: Step, cls, scope: dict) -> Any:
         if cls.raw_args and isinstance(step.args, dict):
@@ -365,11 +449,12 @@ class Executor:
         attempt, start = 0, time.monotonic()
         while True:
             attempt += 1
-            value = self._invoke(step, action, args, scope)
+            value = self._invoke(step, ref, action, args, scope)
             problem = self._attempt_problem(step, value, scope)
             if problem is None or attempt > step.retries:
                 break
-            self.emit(ev.STEP_RETRY, ref, {"attempt": attempt, "message": problem})
+            self.emit(ev.STEP_RETRY, ref, {"attempt": attempt,
+                                           "message": HIDDEN if step.no_log else problem})
             if self.ctx.cancelled.wait(step.delay):
                 raise KeyboardInterrupt
         if problem is None:
@@ -380,12 +465,16 @@ class Executor:
         if problem is not None:
             value.update(ok=False, failed=True, message=problem)
             return self._fail(step, ref, problem, value)
-        self.emit(ev.STEP_SUCCEEDED, ref, self._end_data(step, value))
+        data = self._end_data(step, value)
+        if step.rollback:
+            data["rollback"] = self.undo_log.record(step, self._result_scope(step, scope, value),
+                                                    self.templar)
+        self.emit(ev.STEP_SUCCEEDED, ref, data)
         return value
 
-    def _invoke(self, step: Step, action, args, scope: dict) -> dict:
+    def _invoke(self, step: Step, ref: dict, action, args, scope: dict) -> dict:
         deadline = time.monotonic() + step.timeout if step.timeout else None
-        self.ctx.bind_step(deadline, lambda expr: self.templar.truth(expr, scope))
+        self.ctx.bind_step(deadline, lambda expr: self.templar.truth(expr, scope), step, ref)
         start = time.monotonic()
         try:
             result = action.run(args, self.ctx)
@@ -393,7 +482,10 @@ class Executor:
             result = Result(ok=False, message=str(exc))
         except TemplateFailure as exc:
             result = Result(ok=False, message=str(exc))
-        except (KeyboardInterrupt, SystemExit):
+        except RunPaused as pause:
+            self.emit(ev.STEP_PAUSED, self.ctx.step_ref, {"reason": pause.reason, "hint": pause.hint})
+            raise
+        except (KeyboardInterrupt, SystemExit, RunAborted, RollbackRequested):
             raise
         except Exception as exc:  # an action bug must fail the step, not the engine
             result = Result(ok=False, message=f"action {step.action} crashed: "
@@ -442,7 +534,7 @@ class Executor:
             tries += 1
             if self.ctx.cancelled.wait(check.delay):
                 raise KeyboardInterrupt
-            value.update(self._invoke(step, action, args, scope))  # re-probe read-only state
+            value.update(self._invoke(step, ref, action, args, scope))  # re-probe read-only state
         message = check.message or f"verification failed: {failed}"
         self.emit(ev.VERIFY_FAILED, ref, {"that": list(check.that), "message": message})
         return message
@@ -458,13 +550,15 @@ class Executor:
 
     def _end_data(self, step: Step, value: dict) -> dict:
         data = {"changed": value["changed"], "elapsed": value["elapsed"],
-                "message": value["message"], "attempts": value.get("attempts", 1),
-                "expected_duration": step.expected_duration}
+                "message": HIDDEN if step.no_log else value["message"],
+                "attempts": value.get("attempts", 1), "expected_duration": step.expected_duration}
         data["value"] = HIDDEN if step.no_log else value
         return data
 
     def _fail(self, step: Step, ref: dict, message: str, value: dict | None = None) -> dict:
         value = value or _failed_value(message)
+        if step.no_log:  # a failure message may quote the hidden output (stderr's last line)
+            message = f"failed, details {HIDDEN}"
         data = self._end_data(step, value)
         data["message"] = message
         if self.options.dry_run:
@@ -500,6 +594,25 @@ class Executor:
 _MISSING = object()
 _STANDARD_KEYS = frozenset({"ok", "changed", "failed", "skipped", "elapsed", "message",
                             "attempts"})
+
+
+def _forward_steps(runbook: Runbook) -> list[Step]:
+    """Action steps of the runbook in order, without rollback steps."""
+    out = []
+
+    def walk(steps):
+        for step in steps:
+            if step.action:
+                out.append(step)
+            for group in (step.block, step.rescue, step.always, step.children):
+                walk(group)
+
+    walk(runbook.steps)
+    return out
+
+
+def _paused_message(pause: RunPaused) -> str:
+    return pause.reason + (f"\n  {pause.hint}" if pause.hint else "")
 
 
 def _ref(step: Step) -> dict:

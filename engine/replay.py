@@ -20,6 +20,8 @@ class ReplayState:
     in_doubt: dict[str, Event] = field(default_factory=dict)
     rescued: dict[str, dict] = field(default_factory=dict)  # block id -> failure it rescued
     started: Event | None = None
+    undo: list[tuple[str, list]] = field(default_factory=list)  # (step id, rollback records)
+    rollback_started: Event | None = None
     last_end: Event | None = None
 
 
@@ -41,11 +43,15 @@ def replay(events: list[Event]) -> ReplayState:
             state.in_doubt.pop(key, None)
             if _final(event):
                 state.completed[key] = event.data
+                if event.type == ev.STEP_SUCCEEDED and event.data.get("rollback"):
+                    state.undo.append((event.step["id"], event.data["rollback"]))
             else:
                 state.completed.pop(key, None)
         elif event.type == ev.STEP_RESCUED:
             state.rescued[event.step["id"]] = event.data
             state.completed[event.data["key"]] = {"rescued": True, **event.data}
+        elif event.type == ev.ROLLBACK_STARTED:
+            state.rollback_started = event
         elif event.type in ev.RUN_ENDS:
             state.last_end = event
     return state

@@ -18,8 +18,9 @@ from engine.executor import RunOptions
 from engine.journal import default_state_dir, open_run
 from engine.model import Runbook
 from engine.replay import ReplayState, replay
-from engine.session import (RunHandle, RunRequest, _execute, fingerprints, operator_name,
-                            prepare)
+from engine.guide import load_answers
+from engine.session import (RunHandle, RunRequest, _execute, check_step_mode, fingerprints,
+                            operator_name, prepare)
 
 
 class NothingToResume(EngineError):
@@ -46,6 +47,9 @@ class ResumeRequest:
     operator: str | None = None
     in_doubt: str | None = None  # "rerun" | "skip" | None (ask, or stop)
     allow_changed: bool = False
+    step_mode: bool = False
+    answers: str | None = None
+    on_failure: str | None = None
 
 
 def resume_run(request: ResumeRequest, observers: list[Callable] = (),
@@ -60,7 +64,9 @@ def resume_run(request: ResumeRequest, observers: list[Callable] = (),
         if changes and not request.allow_changed:
             raise RunbookChanged(_changed_message(request.run_id, changes, started.data))
         run_request = _original_request(started.data, request)
+        check_step_mode(run_request.options, request.answers)
         prepared = prepare(run_request)
+        load_answers(request.answers)
         state = replay(journal.events)
         decisions = _decide_in_doubt(prepared.runbook, state, request, ask)
         for observer in observers:
@@ -71,7 +77,7 @@ def resume_run(request: ResumeRequest, observers: list[Callable] = (),
             "allow_changed": bool(changes), "changes": [c for c, _ in changes],
             "in_doubt": decisions, "completed_steps": len(state.completed)}))
         _record_skips(journal, state, decisions)
-        outcome = _execute(prepared, journal, run_request.options, state)
+        outcome = _execute(prepared, journal, run_request.options, state, request.answers)
     finally:
         journal.close()
         lock.release()
@@ -86,22 +92,23 @@ def _run_started(events, run_id: str):
 
 
 def _refuse_finished(events, run_id: str) -> None:
-    for event in reversed(events):
-        if event.type == ev.RUN_COMPLETED:
-            raise NothingToResume(f"run {run_id} already completed: nothing to resume")
-        if event.type in ev.RUN_ENDS or event.type == ev.RUN_RESUMED:
-            return
+    ends = [e.type for e in events if e.type in ev.RUN_ENDS or e.type == ev.ROLLBACK_COMPLETED]
+    if ev.ROLLBACK_COMPLETED in ends:
+        raise NothingToResume(f"run {run_id} was rolled back: nothing to resume")
+    if ends and ends[-1] == ev.RUN_COMPLETED:
+        raise NothingToResume(f"run {run_id} already completed: nothing to resume")
 
 
 def _original_request(data: dict, request: ResumeRequest) -> RunRequest:
     options = RunOptions(dry_run=bool(data.get("dry_run")), strict=bool(data.get("strict")),
                          tags=frozenset(data.get("tags") or ()),
                          skip_tags=frozenset(data.get("skip_tags") or ()),
-                         start_at=data.get("start_at"))
+                         start_at=data.get("start_at"), step_mode=request.step_mode,
+                         on_failure=request.on_failure or data.get("on_failure"))
     return RunRequest(runbook=data["runbook"]["path"], inventories=list(data.get("inventories", [])),
                       extra=list(data.get("extra_args", [])), options=options,
                       run_id=request.run_id, state_dir=request.state_dir,
-                      operator=request.operator)
+                      operator=request.operator, answers=request.answers)
 
 
 # --- changed files ---

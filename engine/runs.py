@@ -118,7 +118,7 @@ class StepView:
 
 
 _STATUS = {ev.STEP_STARTED: "in doubt", ev.STEP_SUCCEEDED: "ok", ev.STEP_FAILED: "failed",
-           ev.STEP_SKIPPED: "skipped", ev.STEP_PLANNED: "planned"}
+           ev.STEP_SKIPPED: "skipped", ev.STEP_PLANNED: "planned", ev.STEP_PAUSED: "waiting"}
 
 
 def load_run(state_dir: Path, run_id: str) -> list[Event]:
@@ -149,7 +149,8 @@ def _apply(view: StepView, event: Event) -> None:
         if event.type == ev.STEP_FAILED and data.get("ignored"):
             view.status = "failed (ignored)"
     if event.type in ev.STEP_ENDS:
-        view.attempts += data.get("attempts", 1) if event.type != ev.STEP_SKIPPED else 0
+        if event.type not in (ev.STEP_SKIPPED, ev.STEP_PAUSED):
+            view.attempts += data.get("attempts", 1)
         view.duration = data.get("elapsed", view.duration)
         view.message = str(data.get("message") or data.get("reason") or data.get("plan") or "")
     if event.type == ev.STEP_RESCUED:

@@ -20,6 +20,7 @@ from engine.errors import UsageError
 from engine.executor import Executor, RunOptions, RunOutcome
 from engine.inventory import Inventory, load_inventories, resolve_secrets
 from engine.journal import create_run, default_state_dir
+from engine.guide import Guide, Terminal, load_answers
 from engine.interrupts import InterruptGuard
 from engine.model import Runbook
 from engine.replay import ReplayState
@@ -35,6 +36,7 @@ class RunRequest:
     run_id: str | None = None
     state_dir: str | None = None
     operator: str | None = None
+    answers: str | None = None
 
 
 @dataclass
@@ -173,6 +175,8 @@ def prepare(request: RunRequest) -> Prepared:
     _check_start_at(runbook, request.options.start_at)
     secret_values = resolve_secrets(inventory.secret_refs)
     inputs = resolve_inputs(runbook, extra, inventory)
+    # -e wins over everything, but an input given with -e keeps its converted type.
+    extra.update({name: inputs[name] for name in inputs if name in extra})
     redactor = Redactor(list(secret_values.values())
                         + [str(inputs[n]) for n, s in runbook.inputs.items() if s.secret and n in inputs])
     return Prepared(runbook, inventory, extra, secret_values, inputs, redactor)
@@ -190,7 +194,9 @@ def _check_start_at(runbook: Runbook, start_at: str | None) -> None:
 
 def start_run(request: RunRequest, observers: list[Callable] = ()) -> RunHandle:
     """Validate everything, create the run's journal and execute it."""
+    check_step_mode(request.options, request.answers)
     prepared = prepare(request)
+    load_answers(request.answers)  # a bad answers file is exit 2 before the run exists
     state_dir = default_state_dir(request.state_dir)
     run_id = request.run_id or new_run_id()
     operator = operator_name(request.operator)
@@ -200,14 +206,15 @@ def start_run(request: RunRequest, observers: list[Callable] = ()) -> RunHandle:
             journal.subscribe(observer)
         started = _started_data(request, prepared.runbook, prepared.inputs, prepared.extra)
         journal.append(ev.RUN_STARTED, None, prepared.redactor.mask(started))
-        outcome = _execute(prepared, journal, request.options, ReplayState())
+        outcome = _execute(prepared, journal, request.options, ReplayState(), request.answers)
     finally:
         journal.close()
         lock.release()
     return RunHandle(run_id, prepared.runbook, outcome, state_dir, request.options)
 
 
-def _execute(prepared: "Prepared", journal, options: RunOptions, replay: ReplayState) -> RunOutcome:
+def _execute(prepared: "Prepared", journal, options: RunOptions, replay: ReplayState,
+             answers: str | None = None) -> RunOutcome:
     runbook = prepared.runbook
     run_info = {"id": journal.run_id, "operator": journal.operator, "dry_run": options.dry_run,
                 "runbook": runbook.name, "host": journal.host}
@@ -218,12 +225,41 @@ def _execute(prepared: "Prepared", journal, options: RunOptions, replay: ReplayS
     guard = InterruptGuard().install()
     journal.guard = guard
     try:
+        guide = make_guide(journal, options, answers, runbook.rto)
         executor = Executor(runbook, journal, ctx, scope, prepared.extra, options,
-                            prepared.redactor, replay)
+                            prepared.redactor, replay, guide)
         return executor.run()
     finally:
         journal.guard = None
         guard.uninstall()
+
+
+def make_guide(journal, options: RunOptions, answers_path: str | None, rto) -> Guide:
+    """The operator side: a terminal when stdin is one, scripted answers when given."""
+    import sys
+
+    answers = load_answers(answers_path)
+    terminal = Terminal() if sys.stdin.isatty() and not options.dry_run else None
+    started = journal.events[0].ts if journal.events else None
+    guide = Guide(lambda kind, step=None, data=None: journal.append(kind, step, data),
+                  journal.events, step_mode=options.step_mode, answers=answers,
+                  terminal=terminal, rto=rto)
+    if started:
+        guide.run_started = _epoch(started)
+    return guide
+
+
+def check_step_mode(options: RunOptions, answers: str | None) -> None:
+    """``--step`` needs someone to answer: a terminal or an answers file (exit 2 otherwise)."""
+    import sys
+
+    if options.step_mode and not answers and not sys.stdin.isatty():
+        raise UsageError("--step needs an interactive terminal or --answers FILE "
+                         "(stdin is not a terminal)")
+
+
+def _epoch(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 def _started_data(request: RunRequest, runbook: Runbook, inputs: dict, extra: dict) -> dict:
@@ -236,6 +272,7 @@ def _started_data(request: RunRequest, runbook: Runbook, inputs: dict, extra: di
         "inputs": inputs, "extra_vars": extra, "extra_args": list(request.extra),
         "dry_run": options.dry_run, "strict": options.strict, "tags": sorted(options.tags),
         "skip_tags": sorted(options.skip_tags), "start_at": options.start_at,
+        "on_failure": options.on_failure, "step_mode": options.step_mode,
         "rto": runbook.rto, "rpo": runbook.rpo, "cwd": os.getcwd(),
         "steps": sum(1 for s in runbook.walk() if s.action),
     }

@@ -29,6 +29,8 @@ BUILTINS: dict[str, str] = {
     "pause": "engine.actions.core:Pause",
     "wait_for": "engine.actions.core:WaitFor",
     "debug": "engine.actions.core:Debug",
+    "manual": "engine.actions.operator:Manual",
+    "approve": "engine.actions.operator:Approve",
     "file.checksum": "engine.actions.files:Checksum",
     "file.exists": "engine.actions.files:Exists",
     "http.check": "engine.actions.http:Check",

@@ -56,6 +56,8 @@ class Context:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._processes: set = set()
+        #: the operator side (engine.guide.Guide), for manual and approve steps
+        self.guide = None
 
     # --- per-step deadline (thread-local: parallel steps have their own) ---
     @property
@@ -82,10 +84,21 @@ class Context:
             raise RuntimeError("no step is running in this thread")
         return evaluator(expression)
 
-    def bind_step(self, deadline: float | None, evaluator) -> None:
+    def bind_step(self, deadline: float | None, evaluator, step=None, ref=None) -> None:
         """Called by the executor before each action: sets the step's deadline and scope."""
         self._local.deadline = deadline
         self._local.evaluator = evaluator
+        self._local.step = step
+        self._local.ref = ref
+
+    @property
+    def step(self):
+        """The step being run in this thread (for actions that talk to the operator)."""
+        return getattr(self._local, "step", None)
+
+    @property
+    def step_ref(self) -> dict | None:
+        return getattr(self._local, "ref", None)
 
     # --- subprocesses: stopped as a group on timeout or Ctrl-C ---
     def track(self, process) -> None:

@@ -69,7 +69,7 @@ class ConsoleReporter:
         self.dry_run = bool(data.get("dry_run"))
         mode = "DRY RUN of" if self.dry_run else "Running"
         if event.type == ev.RUN_RESUMED:
-            mode = "Resuming " + ("dry run of" if self.dry_run else "")
+            mode = "Resuming dry run of" if self.dry_run else "Resuming"
         name = data.get("runbook", {}).get("name", "")
         self.write(f"{mode} '{name}' — run {event.run_id} by {event.operator}"
                    + (f", RTO {format_duration(self.rto)}" if self.rto else ""))
