@@ -308,6 +308,7 @@ class Executor:
         except (TemplateFailure, UnknownValue) as exc:
             args, plan = step.args, f"(cannot render the arguments yet: {exc})"
         shown = HIDDEN if step.no_log else self.redactor.mask(args)
+        plan = f"{step.action} {HIDDEN}" if step.no_log else self.redactor.mask(plan)
         remaining = sum(s.expected_duration or 0 for s in _forward_steps(self.runbook)
                         if self._ordinals.get(s.id, 0) >= self._ordinals.get(step.id, 0)
                         and s.id not in self.replay.completed)

@@ -146,7 +146,7 @@ class Guide:
         if self.terminal is None:
             return None
         terminal = self.terminal
-        terminal.show(f"Step '{step.label}' failed: {message}")
+        terminal.show(f"FAILED — {message}")
         while True:
             reply = terminal.ask("What now? [r/s/a/b/n] ").lower()
             decision = FAILURE_WORDS.get(reply)
