@@ -6,17 +6,17 @@ import time
 from engine import events as ev
 from engine.errors import RunHeld, UsageError
 from engine.guide import approvals_for
-from engine.journal import default_state_dir, open_run
+from engine.state import open_store
 from engine.session import operator_name
 
 LOCK_WAIT = 3.0  # a resume that is just finishing releases the run quickly
 
 
 def record_approval(state_dir: str | None, run_id: str, step_id: str, operator: str | None,
-                    comment: str = "") -> str:
+                    comment: str = "", state_url: str | None = None) -> str:
     """Record one approval; returns what to tell the approver. Refusals are exit 2."""
     who = operator_name(operator)
-    journal, lock = _open_when_free(state_dir, run_id, who)
+    journal, lock = _open_when_free(open_store(state_dir, state_url), run_id, who)
     try:
         request = _pending_request(journal.events, step_id, run_id)
         _check_allowed(request, journal.events, step_id, who)
@@ -34,11 +34,11 @@ def record_approval(state_dir: str | None, run_id: str, step_id: str, operator: 
             f"{needed - len(granted)} more needed")
 
 
-def _open_when_free(state_dir, run_id: str, who: str):
+def _open_when_free(store, run_id: str, who: str):
     deadline = time.monotonic() + LOCK_WAIT
     while True:
         try:
-            return open_run(default_state_dir(state_dir), run_id, who)
+            return store.open_run(run_id, who)
         except RunHeld:
             if time.monotonic() >= deadline:
                 raise

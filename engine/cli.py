@@ -47,6 +47,14 @@ def _write_crash_report() -> str:
     return path
 
 
+def _state_options(fn):
+    """--state-dir and --state-url, shared by every command that reads or writes runs."""
+    fn = click.option("--state-url", envvar="RUNBOOK_STATE_URL",
+                      help="postgresql://... : keep runs in a shared PostgreSQL table.")(fn)
+    return click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path(),
+                        help="Where runs are kept (default ./.runbook).")(fn)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="runbook-engine", prog_name="runbook")
 def cli() -> None:
@@ -90,8 +98,7 @@ def validate(paths, inventories, extra) -> None:
 @click.option("--skip-tags", default="", help="Skip steps with these tags (comma-separated).")
 @click.option("--start-at", help="Skip every step before this step id.")
 @click.option("--run-id", help="Id of the new run (default: generated).")
-@click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path(),
-              help="Where runs are kept (default ./.runbook).")
+@_state_options
 @click.option("--operator", help="Who runs this (default $RUNBOOK_OPERATOR or login name).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text",
               help="text (default) or json: one event per line on stdout.")
@@ -101,7 +108,7 @@ def validate(paths, inventories, extra) -> None:
 @click.option("--on-failure", type=click.Choice(["stop", "rollback"]),
               help="When the run fails: stop (default) or roll back the completed steps.")
 def run(runbook, inventories, extra, dry_run, strict, tags, skip_tags, start_at, run_id,
-        state_dir, operator, output, step_mode, answers, on_failure) -> None:
+        state_dir, state_url, operator, output, step_mode, answers, on_failure) -> None:
     """Run (or with --dry-run rehearse) a runbook."""
     from engine.executor import RunOptions
     from engine.session import RunRequest, start_run
@@ -111,7 +118,7 @@ def run(runbook, inventories, extra, dry_run, strict, tags, skip_tags, start_at,
                          on_failure=on_failure)
     request = RunRequest(runbook=runbook, inventories=list(inventories), extra=list(extra),
                          options=options, run_id=run_id, state_dir=state_dir, operator=operator,
-                         answers=answers)
+                         answers=answers, state_url=state_url)
     handle = start_run(request, [_reporter(output)])
     sys.exit(_exit_code(handle.outcome, handle.options))
 
@@ -152,20 +159,20 @@ def _exit_code(outcome, options) -> int:
               help="What to do with a mutating step that started but never finished.")
 @click.option("--allow-changed", is_flag=True,
               help="Resume even if the runbook or inventory changed (recorded in the journal).")
-@click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path(),
-              help="Where runs are kept (default ./.runbook).")
+@_state_options
 @click.option("--operator", help="Who resumes (default $RUNBOOK_OPERATOR or login name).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
 @click.option("--step", "step_mode", is_flag=True, help="Guided mode (see 'runbook run --step').")
 @click.option("--answers", type=click.Path(), help="Scripted operator replies (YAML).")
 @click.option("--on-failure", type=click.Choice(["stop", "rollback"]),
               help="When the run fails: stop or roll back the completed steps.")
-def resume(run_id, in_doubt, allow_changed, state_dir, operator, output, step_mode, answers,
-           on_failure) -> None:
+def resume(run_id, in_doubt, allow_changed, state_dir, state_url, operator, output, step_mode,
+           answers, on_failure) -> None:
     """Continue a failed, aborted, interrupted, paused or crashed run where it stopped."""
     from engine.resume import ResumeRequest, resume_run
 
-    request = ResumeRequest(run_id=run_id, state_dir=state_dir, operator=operator,
+    request = ResumeRequest(run_id=run_id, state_dir=state_dir, state_url=state_url,
+                            operator=operator,
                             in_doubt=in_doubt, allow_changed=allow_changed, step_mode=step_mode,
                             answers=answers, on_failure=on_failure)
     ask = _ask_in_doubt if sys.stdin.isatty() and not in_doubt else None
@@ -179,17 +186,16 @@ def _ask_in_doubt(label: str, key: str) -> str:
 
 
 @cli.command()
-@click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path())
+@_state_options
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
-def runs(state_dir, output) -> None:
+def runs(state_dir, state_url, output) -> None:
     """List runs with their state and age."""
     import json
 
-    from engine.journal import default_state_dir
     from engine.model import format_duration
-    from engine.runs import list_runs
+    from engine.state import open_store
 
-    found = list_runs(default_state_dir(state_dir))
+    found = open_store(state_dir, state_url).list_runs()
     if output == "json":
         for summary in found:
             click.echo(json.dumps(summary.as_dict()))
@@ -206,17 +212,16 @@ def runs(state_dir, output) -> None:
 
 @cli.command()
 @click.argument("run_id")
-@click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path())
-def show(run_id, state_dir) -> None:
+@_state_options
+def show(run_id, state_dir, state_url) -> None:
     """Show one run step by step: status, attempts, duration, checks, who confirmed."""
-    from engine.journal import default_state_dir
     from engine.model import format_duration
-    from engine.runs import load_run, step_views, summarize
-    from engine.journal import run_dir
+    from engine.runs import step_views
+    from engine.state import open_store
 
-    directory = default_state_dir(state_dir)
-    events = load_run(directory, run_id)
-    summary = summarize(run_dir(directory, run_id))
+    store = open_store(state_dir, state_url)
+    events = store.events(run_id)
+    summary = store.summary(run_id)
     click.echo(f"run {run_id}: {summary.runbook} — {summary.status}, started {summary.started} "
                f"by {summary.operator}")
     for view in step_views(events):
@@ -234,12 +239,12 @@ def show(run_id, state_dir) -> None:
 @click.argument("step")
 @click.option("--operator", help="Who approves (default $RUNBOOK_OPERATOR or login name).")
 @click.option("--comment", default="", help="Why, or what was checked.")
-@click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path())
-def approve(run_id, step, operator, comment, state_dir) -> None:
+@_state_options
+def approve(run_id, step, operator, comment, state_dir, state_url) -> None:
     """Approve a step that waits for approval (works while the run is paused)."""
     from engine.approvals import record_approval
 
-    message = record_approval(state_dir, run_id, step, operator, comment)
+    message = record_approval(state_dir, run_id, step, operator, comment, state_url)
     click.echo(message)
 
 
@@ -250,16 +255,12 @@ def audit() -> None:
 
 @audit.command(name="verify")
 @click.argument("run_id")
-@click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path())
-def audit_verify(run_id, state_dir) -> None:
+@_state_options
+def audit_verify(run_id, state_dir, state_url) -> None:
     """Recompute the hash chain; name the first bad seq."""
-    from engine.errors import RunNotFound
-    from engine.journal import JOURNAL_NAME, default_state_dir, run_dir, verify_file
+    from engine.state import open_store
 
-    path = run_dir(default_state_dir(state_dir), run_id) / JOURNAL_NAME
-    if not path.exists():
-        raise RunNotFound(f"no run {run_id!r} (see 'runbook runs')")
-    result = verify_file(path)
+    result = open_store(state_dir, state_url).verify(run_id)
     if not result.ok:
         click.echo(f"TAMPERED: first bad event seq {result.first_bad_seq}: {result.problem}")
         sys.exit(EXIT_FAILED)
@@ -271,16 +272,15 @@ def audit_verify(run_id, state_dir) -> None:
 
 @audit.command(name="export")
 @click.argument("run_id")
-@click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path())
-def audit_export(run_id, state_dir) -> None:
+@_state_options
+def audit_export(run_id, state_dir, state_url) -> None:
     """Print the run's events as JSON lines (for a SIEM)."""
     import json
     from dataclasses import asdict
 
-    from engine.journal import default_state_dir
-    from engine.runs import load_run
+    from engine.state import open_store
 
-    for event in load_run(default_state_dir(state_dir), run_id):
+    for event in open_store(state_dir, state_url).events(run_id):
         click.echo(json.dumps(asdict(event), ensure_ascii=False))
 
 
@@ -337,6 +337,15 @@ def _describe_action(cls) -> str:
         lines.append("Arguments schema:")
         lines.append(json.dumps(cls.args_schema, indent=2))
     return "\n".join(lines)
+
+
+def _add_lab() -> None:
+    from engine.cli_lab import lab
+
+    cli.add_command(lab)
+
+
+_add_lab()
 
 
 def main() -> None:

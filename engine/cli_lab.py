@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from engine.lab import DEFAULT_LAB_DIR
+DEFAULT_LAB_DIR = ".runbook/lab"  # engine.lab.DEFAULT_LAB_DIR; not imported so --help stays fast
 
 __all__ = ["lab"]
 
@@ -29,6 +29,9 @@ def _one_line_errors(command):
             return command(*args, **kwargs)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:  # output piped into `head`: the reader has what it wanted
+            sys.stderr.close()
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)

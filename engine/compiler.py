@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -67,6 +68,7 @@ class _Compiler:
     facts: set[str] = field(default_factory=set)
     loop_vars: set[str] = field(default_factory=set)
     step_vars: set[str] = field(default_factory=set)
+    id_suffix: dict[str, int] = field(default_factory=dict)  # last "-N" given to each slug
 
     def error(self, path: tuple, message: str, *, key: bool = False) -> None:
         self.errors.append(self.doc.error(path, message, key=key))
@@ -136,10 +138,13 @@ class _Compiler:
         base = slug(item.get("name") or action or "step")
         if prefix:
             base = f"{prefix}-{base}"
-        candidate, n = base, 1
+        # Resume counting where this slug stopped: 10,000 steps named "restart"
+        # must not rescan 1..n for each one.
+        candidate, n = base, self.id_suffix.get(base, 1)
         while candidate in self.ids:
             n += 1
             candidate = f"{base}-{n}"
+        self.id_suffix[base] = n
         self.ids[candidate] = path
         return candidate
 
@@ -259,6 +264,7 @@ class _Compiler:
         return tuple(out)
 
 
+@lru_cache(maxsize=4096)  # the same typo repeated over a large file costs one difflib pass
 def _unknown_key_message(key: str) -> str:
     keyword = did_you_mean(key, STEP_KEYWORDS)
     if keyword:
@@ -338,11 +344,61 @@ def _undefined_names(doc: Document, runbook: Runbook, compiler: _Compiler,
     return errors
 
 
-_EXPRESSION_KEYS = ("when", "until", "that")
+_EXPRESSION_KEYS = ("when", "until")
+_STEP_GROUPS = ("block", "rescue", "always", "parallel", "rollback")
 
 
-def _templated_strings(value: Any, path: tuple = (), expression: bool = False):
-    """(path, text, is_expression) for every template string and expression in the document."""
+def _templated_strings(data: Any):
+    """(path, text, is_expression) for every template string and expression in the document.
+
+    Only a step's own ``when``/``until``, its ``verify`` checks and ``assert``'s
+    ``that`` are expressions: an argument that happens to be called ``when``
+    (an HTTP body, say) is ordinary data.
+    """
+    if not isinstance(data, dict):
+        return
+    for key, item in data.items():
+        if key == "steps":
+            yield from _step_list_strings(item, (key,))
+        else:
+            yield from _strings(item, (key,))
+
+
+def _step_list_strings(steps: Any, path: tuple):
+    if not isinstance(steps, list):
+        yield from _strings(steps, path)
+        return
+    for index, step in enumerate(steps):
+        if isinstance(step, dict):
+            yield from _step_strings(step, path + (index,))
+
+
+def _step_strings(step: dict, path: tuple):
+    for key, item in step.items():
+        here = path + (key,)
+        if key in _STEP_GROUPS:
+            yield from _step_list_strings(item, here)
+        elif key in _EXPRESSION_KEYS:
+            yield from _strings(item, here, expression=True)
+        elif key == "verify" and isinstance(item, list):
+            for index, check in enumerate(item):
+                yield from _expression_and_rest(check, here + (index,))
+        elif key == "assert":
+            yield from _expression_and_rest(item, here)
+        else:
+            yield from _strings(item, here)
+
+
+def _expression_and_rest(check: Any, path: tuple):
+    """A check (``"expr"`` or ``{that: ..., message: ...}``): ``that`` is an expression."""
+    if isinstance(check, str):
+        yield path, check, True
+    elif isinstance(check, dict):
+        for key, item in check.items():
+            yield from _strings(item, path + (key,), expression=key == "that")
+
+
+def _strings(value: Any, path: tuple, expression: bool = False):
     if isinstance(value, str):
         if expression:
             yield path, value, True
@@ -350,24 +406,10 @@ def _templated_strings(value: Any, path: tuple = (), expression: bool = False):
             yield path, value, False
     elif isinstance(value, dict):
         for key, item in value.items():
-            is_expr = key in _EXPRESSION_KEYS and path and path[0] == "steps"
-            if key == "verify" and isinstance(item, list):
-                for i, check in enumerate(item):
-                    here = path + (key, i)
-                    if isinstance(check, str):
-                        yield here, check, True
-                    else:
-                        yield from _templated_strings(check, here)
-                continue
-            if key == "assert" and isinstance(item, dict) and "that" in item:
-                yield from _templated_strings(item["that"], path + (key, "that"), True)
-                rest = {k: v for k, v in item.items() if k != "that"}
-                yield from _templated_strings(rest, path + (key,))
-                continue
-            yield from _templated_strings(item, path + (key,), bool(is_expr))
+            yield from _strings(item, path + (key,))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _templated_strings(item, path + (index,), expression)
+            yield from _strings(item, path + (index,), expression)
 
 
 def _text(value: Any) -> str:

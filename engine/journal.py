@@ -123,21 +123,43 @@ class RunLock:
             self.fd = None
 
 
+class FileSink:
+    """Where a journal's lines go by default: one file, each write fsync'd."""
+
+    def __init__(self, path: Path, fsync: bool = True) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fsync = fsync
+
+    def write(self, body: dict, line: bytes) -> None:
+        os.write(self._fd, line)
+        if self._fsync:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class Journal:
-    """Appends events to one run's journal file, fsync'ing each before returning."""
+    """Appends hash-chained events to one run's journal; each is durable before ``append`` returns.
+
+    ``directory`` is the run's local working directory (for artifacts);
+    ``sink`` is where the events go (a file by default, a table with the
+    PostgreSQL store).
+    """
 
     def __init__(self, directory: Path, run_id: str, operator: str, host: str,
-                 events: Iterable[Event] = (), *, fsync: bool = True, guard=None) -> None:
+                 events: Iterable[Event] = (), *, sink=None, guard=None) -> None:
         self.directory = directory
         self.run_id = run_id
         self.operator = operator
         self.host = host
         self.events: list[Event] = list(events)
-        self._fsync = fsync
         self._observers: list[Callable[[Event], None]] = []
         self._lock = threading.Lock()
         self.guard = guard
-        self._fd = os.open(directory / JOURNAL_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.sink = sink if sink is not None else FileSink(directory / JOURNAL_NAME)
 
     @property
     def head(self) -> str:
@@ -164,17 +186,13 @@ class Journal:
                     "data": json_safe(data or {}), "prev": self.head}
             encoded = canonical(body)
             digest = hashlib.sha256(encoded).hexdigest()
-            os.write(self._fd, encoded[:-1] + b',"hash":"' + digest.encode() + b'"}\n')
-            if self._fsync:
-                os.fsync(self._fd)
+            self.sink.write(body, encoded[:-1] + b',"hash":"' + digest.encode() + b'"}\n')
             event = Event(**body, hash=digest)
             self.events.append(event)
         return event
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.sink.close()
 
 
 def _holder_info(operator: str) -> dict:

@@ -15,17 +15,18 @@ and writes ``DIR/inventory.yaml`` for ``runbook run -i``.
 Layout. PostgreSQL refuses to run as root and must reach its data and socket
 directories, which a project checkout (or pytest's 0700 ``tmp_path``) often
 does not allow. So the servers live in a *runtime dir*
-``/tmp/runbook-lab-<hash of DIR>/`` (``$RUNBOOK_LAB_TMP`` instead of ``/tmp``),
-owned by the ``postgres`` user when we run as root::
+``/dev/shm/runbook-lab-<hash of DIR>/`` (a RAM disk, for speed; ``/tmp`` when
+/dev/shm is small or missing; ``$RUNBOOK_LAB_TMP`` overrides both), owned by
+the ``postgres`` user when we run as root::
 
-    DIR/                      (default .runbook/lab)
-      lab.json                the lab's description: ports, PIDs, paths, runtime dir
-      inventory.yaml          targets for runbooks
-      pgpass                  the erp role's password (0600), used via ?passfile=
-      app-status, app.log     the app's switchable health and its log
-      backups/                a place for drills to write dumps
-    /tmp/runbook-lab-<hash>/  runtime dir: primary/, replica/ data dirs,
-                              their logs, the unix sockets, app.pid
+    DIR/                          (default .runbook/lab)
+      lab.json                    the lab's description: ports, PIDs, paths, runtime dir
+      inventory.yaml              targets for runbooks
+      pgpass                      the erp role's password (0600), used via ?passfile=
+      app-status, app.log         the app's switchable health and its log
+      backups/                    a place for drills to write dumps
+    /dev/shm/runbook-lab-<hash>/  runtime dir: primary/ and replica/ data dirs,
+                                  their logs, the unix sockets, app.pid
 
 DSNs carry no password: they name the passfile, so nothing secret reaches a
 journal. The superuser ``postgres`` connects through the unix socket without a
@@ -63,6 +64,7 @@ APP_ROLE = "erp"
 SERVER_OS_USER = "postgres"
 SEED_COUNTS = {"users": 50, "orders": 200}
 STARTUP_TIMEOUT = 30.0
+MIN_SHM_BYTES = 1 << 30
 
 
 class LabError(Exception):
@@ -73,10 +75,28 @@ class LabError(Exception):
 # Paths and state
 # --------------------------------------------------------------------------
 
+def _runtime_base() -> Path:
+    """``$RUNBOOK_LAB_TMP``, else ``/dev/shm`` when it is roomy, else ``/tmp``.
+
+    Creating a cluster writes about a thousand small files; on a RAM disk that
+    takes milliseconds where a virtual disk can take seconds. Containers often
+    cap /dev/shm at 64 MB, too small for two clusters, hence the size check.
+    """
+    if os.environ.get("RUNBOOK_LAB_TMP"):
+        return Path(os.environ["RUNBOOK_LAB_TMP"])
+    try:
+        shm = os.statvfs("/dev/shm")
+        if shm.f_bavail * shm.f_frsize >= MIN_SHM_BYTES and os.access("/dev/shm", os.W_OK):
+            return Path("/dev/shm")
+    except OSError:
+        pass
+    return Path("/tmp")
+
+
 def runtime_dir_for(lab_dir: Path) -> Path:
     """Where the servers of the lab at ``lab_dir`` keep their data, logs and sockets."""
     digest = hashlib.sha256(str(Path(lab_dir).resolve()).encode()).hexdigest()[:12]
-    return Path(os.environ.get("RUNBOOK_LAB_TMP", "/tmp")) / f"runbook-lab-{digest}"
+    return _runtime_base() / f"runbook-lab-{digest}"
 
 
 def _load_state(lab_dir: Path) -> dict | None:
@@ -234,6 +254,8 @@ def _postgresql_conf(port: int, socket_dir: Path, cluster_name: str) -> str:
         f"unix_socket_directories = '{socket_dir}'",
         f"cluster_name = '{cluster_name}'",
         "fsync = off",
+        # segments in the data dir, not /dev/shm: a killed lab leaks nothing there
+        "dynamic_shared_memory_type = mmap",
         "shared_buffers = 16MB",
         "max_connections = 40",
         "max_wal_senders = 5",
@@ -297,7 +319,8 @@ def _start_primary(bindir: Path, runtime: Path, port: int) -> dict:
 def _start_replica(bindir: Path, runtime: Path, primary_port: int, port: int) -> dict:
     data_dir = runtime / "replica"
     _run_server_tool([str(bindir / "pg_basebackup"), "-h", str(runtime), "-p", str(primary_port),
-                      "-U", SERVER_OS_USER, "-D", str(data_dir), "-R", "-X", "stream", "-c", "fast"],
+                      "-U", SERVER_OS_USER, "-D", str(data_dir), "-R", "-X", "stream", "-c", "fast",
+                      "--no-sync"],
                      "pg_basebackup of the replica", cwd=runtime)
     # the copied postgresql.conf is the primary's; later lines override its port and name
     _append_conf(data_dir, f"\nport = {port}\ncluster_name = 'replica_db'\n")
@@ -308,10 +331,26 @@ def _start_replica(bindir: Path, runtime: Path, primary_port: int, port: int) ->
             "admin_dsn": _admin_dsn(runtime, port)}
 
 
+def _release_orphaned_shared_memory(data_dir: Path) -> None:
+    """Remove the SysV segment a killed postmaster left behind (``postmaster.pid``
+    line 7 names it): deleting the data dir would otherwise leak it for good.
+    Processes of the dead server still attached keep it until they exit."""
+    try:
+        key, shmid = (int(v) for v in (data_dir / "postmaster.pid").read_text().splitlines()[6].split())
+        segments = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    except (OSError, ValueError, IndexError):
+        return
+    for line in segments:
+        fields = line.split()  # key shmid perms size cpid lpid nattch ...
+        if int(fields[0]) == key and int(fields[1]) == shmid:
+            subprocess.run(["ipcrm", "-m", str(shmid)], capture_output=True, check=False)
+
+
 def _stop_postgres(bindir: Path | None, data_dir: Path, runtime: Path) -> bool:
     """Stop the server of ``data_dir`` if it runs; True if one was running."""
     pid = _postmaster_pid(data_dir)
     if not _owned_pid(pid, str(data_dir)):
+        _release_orphaned_shared_memory(data_dir)
         return False
     if bindir and (bindir / "pg_ctl").exists():
         try:
@@ -453,21 +492,36 @@ def _http_status(url: str, timeout: float = 2.0) -> int:
         return exc.code
 
 
+# Starts the app in its own session and exits at once, printing the app's PID:
+# the app is then nobody's child here, so it never lingers as our zombie and
+# outlives us when a test run is killed (the next lab_up stops it).
+_LAUNCHER_SOURCE = r"""
+import subprocess, sys
+port, status_file, log, source = sys.argv[1:5]
+with open(log, "ab") as out:
+    app = subprocess.Popen([sys.executable, "-c", source, port, status_file], stdin=subprocess.DEVNULL,
+                           stdout=out, stderr=out, start_new_session=True)
+print(app.pid)
+"""
+
+
 def _start_app(lab_dir: Path, runtime: Path, port: int) -> dict:
     status_file = lab_dir / "app-status"
     status_file.write_text("200 0\n")
     log = lab_dir / "app.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-c", _APP_SOURCE, str(port), str(status_file)],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True, cwd=lab_dir)
-    (runtime / "app.pid").write_text(f"{proc.pid}\n")
+    launched = subprocess.run([sys.executable, "-c", _LAUNCHER_SOURCE, str(port), str(status_file),
+                               str(log), _APP_SOURCE], capture_output=True, text=True, cwd=lab_dir,
+                              timeout=STARTUP_TIMEOUT, stdin=subprocess.DEVNULL)
+    if launched.returncode != 0:
+        raise LabError(f"could not launch the lab app: {launched.stderr.strip()[-300:]}")
+    pid = int(launched.stdout.strip())
+    (runtime / "app.pid").write_text(f"{pid}\n")
     url = f"http://127.0.0.1:{port}"
-    _wait_until(lambda: _http_status(url + "/health") == 200 or proc.poll() is not None,
+    _wait_until(lambda: _http_status(url + "/health") == 200 or not _pid_alive(pid),
                 STARTUP_TIMEOUT, f"the lab app on {url}")
-    if proc.poll() is not None:
-        raise LabError(f"the lab app exited with rc={proc.returncode}; see {log}")
-    return {"name": "app", "port": port, "pid": proc.pid, "url": url, "health_url": url + "/health",
+    if not _pid_alive(pid):
+        raise LabError(f"the lab app exited at start; see {log}")
+    return {"name": "app", "port": port, "pid": pid, "url": url, "health_url": url + "/health",
             "admin_url": url + "/admin/status", "status_file": str(status_file), "log": str(log)}
 
 
@@ -628,20 +682,32 @@ def _start_services(lab_dir: Path, runtime: Path, bindir: Path, state: dict) -> 
 def _stop_and_remove(lab_dir: Path) -> dict:
     """Stop whatever runs for the lab at ``lab_dir`` and delete its files."""
     state = _load_state(lab_dir) or {}
-    runtime = Path(state.get("runtime_dir") or runtime_dir_for(lab_dir))
     bindir = Path(state["pg_bin_dir"]) if state.get("pg_bin_dir") else _bindir_or_none()
+    runtimes = _runtime_dirs(lab_dir, state)
     stopped = []
-    # the replica first: stopping the primary first makes it retry and log errors
-    for name, sub in (("replica_db", "replica"), ("primary_db", "primary")):
-        if _stop_postgres(bindir, runtime / sub, runtime):
-            stopped.append(name)
-    if _stop_app(_app_pid(state, runtime), str(lab_dir / "app-status")):
-        stopped.append("app")
-    removed = [str(p) for p in (runtime, lab_dir) if p.exists()]
-    shutil.rmtree(runtime, ignore_errors=True)
+    for runtime in runtimes:
+        # the replica first: stopping the primary first makes it retry and log errors
+        for name, sub in (("replica_db", "replica"), ("primary_db", "primary")):
+            if _stop_postgres(bindir, runtime / sub, runtime):
+                stopped.append(name)
+        if _stop_app(_app_pid(state, runtime), str(lab_dir / "app-status")):
+            stopped.append("app")
+    removed = [str(p) for p in (*runtimes, lab_dir) if p.exists()]
+    for runtime in runtimes:
+        shutil.rmtree(runtime, ignore_errors=True)
     if _is_lab_dir(lab_dir) or (lab_dir.is_dir() and not any(lab_dir.iterdir())):
         shutil.rmtree(lab_dir, ignore_errors=True)
     return {"dir": str(lab_dir), "stopped": stopped, "removed": removed}
+
+
+def _runtime_dirs(lab_dir: Path, state: dict) -> list[Path]:
+    """The lab's runtime dir from its state, else every place it may have been put."""
+    if state.get("runtime_dir"):
+        return [Path(state["runtime_dir"])]
+    name = runtime_dir_for(lab_dir).name
+    bases = [_runtime_base(), Path("/dev/shm"), Path("/tmp")]
+    candidates = dict.fromkeys(base / name for base in bases)
+    return [path for path in candidates if path.exists()]
 
 
 def _bindir_or_none() -> Path | None:

@@ -14,6 +14,7 @@ duplicate keys, nesting deeper than ``MAX_DEPTH``, alias expansion beyond
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from engine.errors import Pos, SourceError
 
 MAX_DEPTH = 200
 MAX_ALIAS_NODES = 100_000
+MAX_FILE_BYTES = 10 * 1024 * 1024  # far beyond any runbook; refuses /dev/zero and 100 MB bombs
 
 _Parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _scalar_constructor = yaml.constructor.SafeConstructor()
@@ -57,17 +59,26 @@ class Document:
         return SourceError(self.pos(path, key=key), message, self.line(self.pos(path, key=key)))
 
     def line(self, pos: Pos) -> str:
-        lines = self.text.splitlines()
+        lines = self.lines
         return lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
+
+    @cached_property
+    def lines(self) -> list[str]:
+        # Split once: a file with thousands of errors must not be split per error.
+        return self.text.splitlines()
 
 
 def load_file(path: str | Path) -> Document:
     """Read and parse a YAML file. Raises ``SourceError`` for unreadable or bad input."""
     name = str(path)
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise SourceError(Pos(name, 1, 1), f"cannot read file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise SourceError(Pos(name, 1, 1), f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB;"
+                                           " a runbook or inventory is never that big")
     return load_text(_decode(raw, name), name)
 
 
@@ -81,7 +92,7 @@ def load_text(text: str, name: str = "<string>") -> Document:
         mark = exc.problem_mark or exc.context_mark
         pos = Pos(name, mark.line + 1, mark.column + 1) if mark else Pos(name, 1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
-        if "\t" in doc.line(pos) and "'\\t'" in problem:
+        if _is_tab_problem(doc.line(pos), pos.col, problem):
             problem = "tab character: indent YAML with spaces, not tabs"
         raise SourceError(pos, f"YAML syntax error: {problem}", doc.line(pos)) from None
     except yaml.YAMLError as exc:
@@ -95,10 +106,19 @@ def _decode(raw: bytes, name: str) -> str:
     except UnicodeDecodeError as exc:
         before = raw[: exc.start]
         line = before.count(b"\n") + 1
-        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        line_start = before.rfind(b"\n") + 1
+        # Columns count characters, as everywhere else, not bytes.
+        col = len(raw[line_start:exc.start].decode("utf-8", "replace")) + 1
+        end = raw.find(b"\n", exc.start)
+        quoted = raw[line_start:end if end >= 0 else len(raw)].decode("utf-8", "replace")
         raise SourceError(Pos(name, line, col),
-                          f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
+                          f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})", quoted) from None
     return text.removeprefix("\ufeff")
+
+
+def _is_tab_problem(line: str, col: int, problem: str) -> bool:
+    """libyaml words tab errors several ways; the character at the mark tells for sure."""
+    return "'\\t'" in problem or "tab character" in problem or line[col - 1:col] == "\t"
 
 
 def _pos(doc: Document, event) -> Pos:
@@ -111,7 +131,7 @@ class _Builder:
 
     def __init__(self, doc: Document) -> None:
         self.doc = doc
-        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.anchors: dict[str, tuple[Any, int, int]] = {}  # value, node count, height
         self.alias_nodes = 0
         self.events = None
 
@@ -135,11 +155,12 @@ class _Builder:
         """Build the value that starts with ``event``; ``path`` None means a mapping key."""
         if depth > MAX_DEPTH:
             raise self._error(event, f"nesting is deeper than {MAX_DEPTH} levels")
-        if isinstance(event, ev.AliasEvent):
-            return self._alias(event)
         if path is not None:
             self.doc.positions[path] = _pos(self.doc, event)
-        size_before = self._node_count
+        if isinstance(event, ev.AliasEvent):
+            return self._alias(event, depth)
+        # Track how deep this node goes, so an alias of it can be checked against MAX_DEPTH.
+        size_before, deepest_outside, self._deepest = self._node_count, self._deepest, depth
         if isinstance(event, ev.ScalarEvent):
             value = self._scalar(event)
         elif isinstance(event, ev.SequenceStartEvent):
@@ -148,17 +169,23 @@ class _Builder:
             value = self._mapping(path, depth)
         else:  # pragma: no cover - the parser guarantees node events here
             raise self._error(event, f"unexpected YAML event {type(event).__name__}")
+        height, self._deepest = self._deepest - depth, max(deepest_outside, self._deepest)
         self._node_count += 1
         if event.anchor:
-            self.anchors[event.anchor] = (value, self._node_count - size_before)
+            self.anchors[event.anchor] = (value, self._node_count - size_before, height)
         return value
 
     _node_count = 0
+    _deepest = 0
 
-    def _alias(self, event) -> Any:
+    def _alias(self, event, depth: int) -> Any:
         if event.anchor not in self.anchors:
             raise self._error(event, f"unknown alias *{event.anchor}")
-        value, size = self.anchors[event.anchor]
+        value, size, height = self.anchors[event.anchor]
+        # Aliases nest without new events: [*a] around [*b] around ... is as deep as [[[...]]].
+        if depth + height > MAX_DEPTH:
+            raise self._error(event, f"nesting is deeper than {MAX_DEPTH} levels (through aliases)")
+        self._deepest = max(self._deepest, depth + height)
         # An alias re-uses the anchored value; what we bound is how many nodes
         # consumers would walk if they expanded it, which is what a
         # "billion laughs" document inflates.
@@ -182,6 +209,11 @@ class _Builder:
             return _scalar_constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
             raise self._error(event, f"bad value: {exc.problem}") from None
+        except (ValueError, LookupError, AttributeError, TypeError, OverflowError):
+            # An explicit tag on a value it cannot hold (``!!int abc``,
+            # ``!!timestamp 2001-02-30``): PyYAML's constructors raise plain errors.
+            short = tag.replace("tag:yaml.org,2002:", "!!")
+            raise self._error(event, f"bad value: {event.value!r} is not a valid {short}") from None
 
     def _sequence(self, path: tuple | None, depth: int) -> list:
         items: list = []
@@ -205,7 +237,7 @@ class _Builder:
             if path is None:
                 raise self._error(event, "a mapping key must be a plain value")
             if key == "<<" and isinstance(event, ev.ScalarEvent):
-                merged |= self._merge(mapping, path, depth)
+                merged |= self._merge(mapping, path, depth, key_pos)
                 continue
             if key in mapping and key not in merged:
                 first = self.doc.key_positions.get(path + (key,))
@@ -216,7 +248,7 @@ class _Builder:
             mapping[key] = self._value(next(self.events), path + (key,), depth + 1)
         return mapping  # pragma: no cover
 
-    def _merge(self, mapping: dict, path: tuple, depth: int) -> set:
+    def _merge(self, mapping: dict, path: tuple, depth: int, key_pos: Pos) -> set:
         """YAML merge keys (``<<: *defaults``): copy keys not set explicitly.
 
         Returns the keys it added, which a later explicit key may override.
@@ -225,9 +257,15 @@ class _Builder:
         sources = value if isinstance(value, list) else [value]
         added = set()
         for source in sources:
-            if isinstance(source, dict):
-                for key, item in source.items():
-                    if key not in mapping:
-                        mapping[key] = item
-                        added.add(key)
+            if not isinstance(source, dict):
+                pos = self.doc.positions[path + ("<<",)]
+                raise SourceError(pos, "a merge key '<<' takes a mapping or a list of mappings",
+                                  self.doc.line(pos))
+            for key, item in source.items():
+                if key not in mapping:
+                    mapping[key] = item
+                    added.add(key)
+                    # A merged key is reported where it was merged in (the ``<<`` line).
+                    self.doc.key_positions[path + (key,)] = key_pos
+                    self.doc.positions[path + (key,)] = self.doc.positions[path + ("<<",)]
         return added

@@ -15,7 +15,7 @@ from typing import Callable
 from engine import events as ev
 from engine.errors import EXIT_PAUSED, EngineError, UsageError
 from engine.executor import RunOptions
-from engine.journal import default_state_dir, open_run
+from engine.state import open_store
 from engine.model import Runbook
 from engine.replay import ReplayState, replay
 from engine.guide import load_answers
@@ -44,6 +44,7 @@ class RunbookChanged(EngineError):
 class ResumeRequest:
     run_id: str
     state_dir: str | None = None
+    state_url: str | None = None
     operator: str | None = None
     in_doubt: str | None = None  # "rerun" | "skip" | None (ask, or stop)
     allow_changed: bool = False
@@ -55,8 +56,8 @@ class ResumeRequest:
 def resume_run(request: ResumeRequest, observers: list[Callable] = (),
                ask: Callable[[str, str], str] | None = None) -> RunHandle:
     """Resume a run. ``ask(step_label, key)`` returns "rerun"/"skip" on a terminal, or is None."""
-    state_dir = default_state_dir(request.state_dir)
-    journal, lock = open_run(state_dir, request.run_id, operator_name(request.operator))
+    store = open_store(request.state_dir, request.state_url)
+    journal, lock = store.open_run(request.run_id, operator_name(request.operator))
     try:
         started = _run_started(journal.events, request.run_id)
         _refuse_finished(journal.events, request.run_id)
@@ -81,7 +82,7 @@ def resume_run(request: ResumeRequest, observers: list[Callable] = (),
     finally:
         journal.close()
         lock.release()
-    return RunHandle(request.run_id, prepared.runbook, outcome, state_dir, run_request.options)
+    return RunHandle(request.run_id, prepared.runbook, outcome, store, run_request.options)
 
 
 def _run_started(events, run_id: str):
@@ -108,7 +109,8 @@ def _original_request(data: dict, request: ResumeRequest) -> RunRequest:
     return RunRequest(runbook=data["runbook"]["path"], inventories=list(data.get("inventories", [])),
                       extra=list(data.get("extra_args", [])), options=options,
                       run_id=request.run_id, state_dir=request.state_dir,
-                      operator=request.operator, answers=request.answers)
+                      operator=request.operator, answers=request.answers,
+                      state_url=request.state_url)
 
 
 # --- changed files ---

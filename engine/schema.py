@@ -103,16 +103,22 @@ def _base_schema(step_schema: dict) -> dict:
             "on_failure": {"enum": ["stop", "rollback"],
                            "description": "What to do when the run fails and nothing rescues it."},
             "inputs": {"type": "object", "additionalProperties": {"$ref": "#/$defs/input"},
-                       "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+                       "propertyNames": {"$ref": "#/$defs/name"},
                        "description": "Values the runbook needs from outside (-e, inventory vars, default)."},
-            "vars": {"type": "object", "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+            "vars": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"},
                      "description": "Variables (templates allowed)."},
-            "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"}},
+            "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"},
+                      "description": "The steps, run in order."},
         },
         "$defs": {
             "duration": {"type": ["string", "number"], "pattern": DURATION_PATTERN,
-                         "minimum": 0, "errorMessage": f"must be {DURATION_HELP}"},
-            "condition": {"type": ["string", "boolean", "array"], "items": {"type": "string"}},
+                         "minimum": 0, "errorMessage": f"must be {DURATION_HELP}",
+                         "description": f"Seconds, or {DURATION_HELP}."},
+            "condition": {"type": ["string", "boolean", "array"], "items": {"type": "string"},
+                          "description": "A Jinja expression without braces, or a list that must all hold."},
+            # YAML keys may be numbers or null; a variable name must be a string.
+            "name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
+                     "description": "A variable name: letters, digits and _, not starting with a digit."},
             "input": INPUT_SCHEMA,
             "verify": VERIFY_SCHEMA,
             "step": step_schema,
@@ -138,8 +144,11 @@ def runbook_schema() -> dict:
     one_action = [{"required": [name]} for name in actions]
     one_action += [{"required": ["block"]}, {"required": ["parallel"], "properties": {
         "parallel": {"type": "array"}}}]
-    step = {"type": "object", "title": "Step", "additionalProperties": False,
-            "properties": properties, "anyOf": one_action}
+    # oneOf, not anyOf: a step runs exactly one action (or is one group).
+    step = {"type": "object", "title": "Step",
+            "description": "One action key (or block/parallel) plus keywords.",
+            "additionalProperties": False, "properties": properties, "oneOf": one_action,
+            "dependentRequired": {"rescue": ["block"], "always": ["block"]}}
     return _base_schema(step)
 
 
@@ -162,12 +171,16 @@ def inventory_schema() -> dict:
         "additionalProperties": False,
         "properties": {
             "vars": {"type": "object", "description": "Variables for every target; also supply runbook inputs."},
-            "groups": {"type": "object", "additionalProperties": {
+            "groups": {"type": "object", "description": "Named groups of targets (templates see groups.NAME).",
+                       "additionalProperties": {
                 "type": "object", "additionalProperties": False,
-                "properties": {"vars": {"type": "object"},
-                               "targets": {"type": "object", "additionalProperties": target}}}},
-            "targets": {"type": "object", "additionalProperties": target},
-            "secrets": {"type": "object", "additionalProperties": secret},
+                "properties": {"vars": {"type": "object", "description": "Variables for the group's targets."},
+                               "targets": {"type": "object", "additionalProperties": target,
+                                           "description": "The group's targets by name."}}}},
+            "targets": {"type": "object", "additionalProperties": target,
+                        "description": "Targets by name (templates see targets.NAME)."},
+            "secrets": {"type": "object", "additionalProperties": secret,
+                        "description": "Secret references by name (templates see secrets.NAME); never logged."},
         },
     }
 
@@ -202,6 +215,10 @@ def _convert(doc: Document, error) -> Iterator[SourceError]:
             if key not in known:
                 yield doc.error(path + (key,), f"unknown key '{key}'{did_you_mean(key, known)}", key=True)
         return
+    if "propertyNames" in error.schema_path:
+        yield doc.error(path + (error.instance,), f"{_describe(path)}: invalid name {error.instance!r}: "
+                        "use letters, digits and '_', not starting with a digit", key=True)
+        return
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         where = f" in {_describe(path)}" if path else ""
@@ -221,5 +238,7 @@ def _describe(path: tuple) -> str:
 
 
 def did_you_mean(word: str, candidates) -> str:
-    match = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
+    # YAML keys need not be strings (``1:``, ``null:``); only names can be suggested.
+    names = [c for c in candidates if isinstance(c, str)]
+    match = difflib.get_close_matches(str(word), names, n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""

@@ -19,7 +19,7 @@ from engine.compiler import load_runbook
 from engine.errors import UsageError
 from engine.executor import Executor, RunOptions, RunOutcome
 from engine.inventory import Inventory, load_inventories, resolve_secrets
-from engine.journal import create_run, default_state_dir
+from engine.state import open_store
 from engine.guide import Guide, Terminal, load_answers
 from engine.interrupts import InterruptGuard
 from engine.model import Runbook
@@ -37,6 +37,7 @@ class RunRequest:
     state_dir: str | None = None
     operator: str | None = None
     answers: str | None = None
+    state_url: str | None = None
 
 
 @dataclass
@@ -44,7 +45,7 @@ class RunHandle:
     run_id: str
     runbook: Runbook
     outcome: RunOutcome
-    state_dir: Path
+    store: object
     options: RunOptions
 
 
@@ -197,10 +198,10 @@ def start_run(request: RunRequest, observers: list[Callable] = ()) -> RunHandle:
     check_step_mode(request.options, request.answers)
     prepared = prepare(request)
     load_answers(request.answers)  # a bad answers file is exit 2 before the run exists
-    state_dir = default_state_dir(request.state_dir)
+    store = open_store(request.state_dir, request.state_url)
     run_id = request.run_id or new_run_id()
     operator = operator_name(request.operator)
-    journal, lock = create_run(state_dir, run_id, operator)
+    journal, lock = store.create_run(run_id, operator)
     try:
         for observer in observers:
             journal.subscribe(observer)
@@ -210,7 +211,7 @@ def start_run(request: RunRequest, observers: list[Callable] = ()) -> RunHandle:
     finally:
         journal.close()
         lock.release()
-    return RunHandle(run_id, prepared.runbook, outcome, state_dir, request.options)
+    return RunHandle(run_id, prepared.runbook, outcome, store, request.options)
 
 
 def _execute(prepared: "Prepared", journal, options: RunOptions, replay: ReplayState,

@@ -200,7 +200,14 @@ class Templar:
         except TemplateSyntaxError as exc:
             # Unknown filters and tests are only found when the AST is compiled.
             raise TemplateFailure(f"template error: {exc.message}") from None
-        return {n for n in names if n not in self.env.globals}
+        return {n for n in names if n not in self.env.globals} - _optional_names(ast)
+
+
+def _optional_names(ast: nodes.Template) -> set[str]:
+    """Names the author marked as possibly undefined: ``x | default(...)``, ``x is defined``."""
+    guarded = [f.node for f in ast.find_all(nodes.Filter) if f.name in ("default", "d")]
+    guarded += [t.node for t in ast.find_all(nodes.Test) if t.name in ("defined", "undefined")]
+    return {node.name for node in guarded if isinstance(node, nodes.Name)}
 
 
 def _is_template(text: str) -> bool:

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
 from contextlib import contextmanager
+from functools import partial
 from datetime import date, datetime, time as dt_time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import unquote
 
 from engine.actions.base import Action, ActionError, Context, Result
+from engine.actions.process import Completed, run_process
 
 __all__ = [
     "Ping", "Query", "Execute", "Dump", "Restore", "Replication", "Promote",
@@ -197,25 +197,23 @@ def pg_bin_dirs() -> list[str]:
 
 
 def find_pg_tool(name: str, *, prefer_path: bool = True) -> str:
-    """Absolute path of PostgreSQL program ``name`` (PATH first, then :func:`pg_bin_dirs`).
+    """Absolute path of PostgreSQL program ``name``: PATH, then :func:`pg_bin_dirs`
+    (or the other way round with ``prefer_path=False``, to keep server programs
+    of one installation together).
 
     Raises ActionError naming the package to install when it is nowhere.
     """
-    on_path = shutil.which(name) if prefer_path else None
-    if on_path:
-        return on_path
-    for directory in pg_bin_dirs():
-        candidate = os.path.join(directory, name)
-        if os.access(candidate, os.X_OK):
+    installed = [os.path.join(d, name) for d in pg_bin_dirs()]
+    on_path = [shutil.which(name)]
+    for candidate in (on_path + installed) if prefer_path else (installed + on_path):
+        if candidate and os.access(candidate, os.X_OK):
             return candidate
-    if not prefer_path and shutil.which(name):
-        return shutil.which(name)  # type: ignore[return-value]
     raise ActionError(f"{name} not found on PATH, in `pg_config --bindir` or "
                       f"/usr/lib/postgresql/*/bin: {INSTALL_HINT}")
 
 
 def _split_password(dsn: str) -> tuple[str, dict[str, str]]:
-    """(``dsn`` without its password, env carrying it as PGPASSWORD) for a client program."""
+    """(``dsn`` without its password, extra env carrying it as PGPASSWORD) for a client program."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     try:
@@ -223,64 +221,20 @@ def _split_password(dsn: str) -> tuple[str, dict[str, str]]:
     except Exception as exc:
         raise _fail("invalid dsn", exc, dsn) from None
     password = params.pop("password", None)
-    env = dict(os.environ)
-    if password:
-        env["PGPASSWORD"] = str(password)
+    env = {"PGPASSWORD": str(password)} if password else {}
     return make_conninfo("", **{k: str(v) for k, v in params.items()}), env
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Stop ``proc`` and its children: TERM, then KILL if it lingers."""
-    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _wait_for_tool(proc: subprocess.Popen, ctx: Context, tool: str) -> tuple[str, str]:
-    """Collect ``proc``'s output, killing it when the step's deadline passes or the run is cancelled."""
-    while True:
-        left = ctx.time_left()
-        if left is not None and left <= 0:
-            _kill_group(proc)
-            raise ActionError(f"{tool} timed out (step deadline reached); killed it")
-        if ctx.cancelled.is_set():
-            _kill_group(proc)
-            raise ActionError(f"{tool} interrupted: the run was cancelled")
-        try:
-            return proc.communicate(timeout=min(0.5, left) if left is not None else 0.5)
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def run_pg_tool(tool: str, args: list[str], dsn: str, ctx: Context) -> subprocess.CompletedProcess:
+def run_pg_tool(tool: str, args: list[str], dsn: str, ctx: Context) -> Completed:
     """Run PostgreSQL client ``tool`` with ``args`` (``{dsn}`` is replaced by the
-    password-less DSN) and return the finished process; rc != 0 is an ActionError."""
+    password-less DSN) within the step's deadline; rc != 0 is an ActionError."""
     safe_dsn, env = _split_password(dsn)
     argv = [find_pg_tool(tool)] + [safe_dsn if a == "{dsn}" else a for a in args]
-    left = ctx.time_left()
-    if left is not None and left <= 0:
-        raise ActionError(f"{tool} not started: the step's deadline has already passed")
-    try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env, start_new_session=True, stdin=subprocess.DEVNULL)
-    except OSError as exc:
-        raise ActionError(f"cannot start {tool}: {exc}") from None
-    try:
-        stdout, stderr = _wait_for_tool(proc, ctx, tool)
-    except BaseException:
-        _kill_group(proc)
-        raise
-    if proc.returncode != 0:
-        tail = " | ".join(stderr.strip().splitlines()[-5:]) or f"exit code {proc.returncode}"
-        raise ActionError(f"{tool} failed (rc={proc.returncode}): {sanitize(tail, dsn)}")
-    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+    done = run_process(argv, ctx, env=env)
+    if done.rc != 0:
+        tail = " | ".join(done.stderr.strip().splitlines()[-5:]) or f"exit code {done.rc}"
+        raise ActionError(f"{tool} failed (rc={done.rc}): {sanitize(tail, dsn)}")
+    return done
 
 
 # --------------------------------------------------------------------------
@@ -473,8 +427,8 @@ class Query(Action):
 
     def run(self, args: dict, ctx: Context) -> Result:
         dsn, max_rows = args["dsn"], int(args.get("max_rows", 1000))
-        work = lambda conn: _read_only_rows(conn, args["sql"], args.get("params"), max_rows,
-                                            _statement_timeout_ms(ctx))
+        work = partial(_read_only_rows, sql=args["sql"], params=args.get("params"),
+                       max_rows=max_rows, timeout_ms=_statement_timeout_ms(ctx))
         columns, rows, total = with_connection(ctx, dsn, work, what="query failed", read_only=True)
         data = {"rows": [dict(zip(columns, json_safe(list(r)))) for r in rows],
                 "rowcount": total, "columns": columns, "truncated": total > len(rows)}
@@ -489,7 +443,9 @@ def _read_only_rows(conn, sql: str, params: Any, max_rows: int,
     The READ ONLY transaction makes the server refuse any data write. The
     statement goes through the extended protocol (``stream``), which accepts a
     single statement only, so ``COMMIT; INSERT ...`` cannot leave the
-    read-only transaction either.
+    read-only transaction either. Functions whose effects lie outside the
+    data (``pg_terminate_backend``, ``dblink``) are not writes and still run:
+    give queries a least-privileged role where that matters.
     """
     import psycopg
 
@@ -530,7 +486,8 @@ class Execute(Action):
         return f"{shown} ({len(params)} params)" if params else shown
 
     def run(self, args: dict, ctx: Context) -> Result:
-        work = lambda conn: _execute(conn, args["sql"], args.get("params"), _statement_timeout_ms(ctx))
+        work = partial(_execute, sql=args["sql"], params=args.get("params"),
+                       timeout_ms=_statement_timeout_ms(ctx))
         rowcount, status = with_connection(ctx, args["dsn"], work, what="execute failed", read_only=False)
         changed = not _reports_no_change(status)
         return Result(ok=True, changed=changed, data={"rowcount": rowcount, "status": status},
@@ -610,17 +567,18 @@ def _database_size(ctx: Context, dsn: str) -> str:
 def _dump_atomically(dsn: str, path: Path, fmt: str, jobs: int, ctx: Context) -> None:
     """pg_dump into a temporary name, renamed to ``path`` only when complete,
     so a failed or killed dump never looks like a good one."""
-    partial = path.with_name(f".{path.name}.partial")
-    _remove(partial)
-    args = ["-d", "{dsn}", "-F", DUMP_FORMATS[fmt], "-f", str(partial), "--no-password"]
+    unfinished = path.with_name(f".{path.name}.partial")
+    _remove(unfinished)
+    args = ["-d", "{dsn}", "-F", DUMP_FORMATS[fmt], "-f", str(unfinished), "--no-password"]
     if jobs > 1:
         args += ["-j", str(jobs)]
     try:
         run_pg_tool("pg_dump", args, dsn, ctx)
-        _remove(path)
-        os.replace(partial, path)
+        if path.is_dir():  # os.replace overwrites a file atomically, but not a directory
+            _remove(path)
+        os.replace(unfinished, path)
     finally:
-        _remove(partial)
+        _remove(unfinished)
 
 
 def _remove(path: Path) -> None:
@@ -741,8 +699,7 @@ class Restore(Action):
         path = Path(args["path"])
         how = "--clean " if args.get("clean") else ""
         check = ", checksum verified first" if args.get("verify_checksum", True) else ", checksum NOT verified"
-        found = "" if path.exists() else " [dump not found]"
-        return f"pg_restore {how}{path}{found} into {mask_dsn(args['dsn'])}{check}"
+        return f"pg_restore {how}{path} ({_archive_summary(path, args['dsn'], ctx)}) into {mask_dsn(args['dsn'])}{check}"
 
     def run(self, args: dict, ctx: Context) -> Result:
         path = Path(args["path"])
@@ -756,6 +713,16 @@ class Restore(Action):
         return Result(ok=True, changed=True,
                       data={"elapsed": elapsed, "tables": tables, "path": str(path), "sha256": digest},
                       message=f"restored {tables} tables from {path} in {elapsed:.1f} s")
+
+
+def _archive_summary(path: Path, dsn: str, ctx: Context) -> str:
+    """``2 tables`` for a readable archive, else why it cannot be read (for a plan)."""
+    if not path.exists():
+        return "dump not found yet"
+    try:
+        return f"{count_archive_tables(path, dsn, ctx)} tables"
+    except ActionError as exc:
+        return f"unreadable: {exc}"
 
 
 def _restore_args(args: dict) -> list[str]:
@@ -878,7 +845,7 @@ class Promote(Action):
         left = ctx.time_left()
         if left is not None:
             timeout = max(1, min(timeout, int(left)))
-        data = with_connection(ctx, dsn, lambda conn: _promote(conn, wait, timeout),
+        data = with_connection(ctx, dsn, partial(_promote, wait=wait, timeout=timeout),
                                what=f"promote {_server_address(dsn)}", read_only=False)
         if data["already_primary"]:
             return Result(ok=True, changed=False, data=_promote_data(data),

@@ -70,6 +70,8 @@ def run_process(argv: list[str], ctx: Context, *, chdir: str | None = None,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except FileNotFoundError:
+        if chdir and not os.path.isdir(chdir):  # Popen reports a missing cwd the same way
+            raise ActionError(f"chdir does not exist: {chdir}") from None
         raise ActionError(f"command not found: {argv[0]}") from None
     except PermissionError:
         raise ActionError(f"permission denied: {argv[0]}") from None
