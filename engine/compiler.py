@@ -19,7 +19,7 @@ from engine import actions
 from engine.errors import SourceError, SourceErrors
 from engine.loader import Document, load_file
 from engine.model import Input, Runbook, Step, StepKind, Verify, parse_duration
-from engine.schema import STEP_KEYWORDS, did_you_mean, schema_errors
+from engine.schema import STEP_KEYWORDS, combinator_message, did_you_mean, pick_branch, schema_errors
 from engine.templating import Templar, TemplateFailure
 
 GROUP_KEYS = ("block", "rescue", "always")
@@ -288,10 +288,12 @@ def _arg_validator(cls):
 
 
 def _arg_errors(doc: Document, action: str, path: tuple, error) -> Iterator[SourceError]:
+    special = combinator_message(error)
+    if special:
+        yield doc.error(path, f"{action}: {special}")
+        return
     if error.validator in ("oneOf", "anyOf") and error.context:
-        from jsonschema.exceptions import best_match
-
-        inner = best_match(error.context)
+        inner = pick_branch(error)
         yield from _arg_errors(doc, action, path + tuple(inner.relative_path), inner)
         return
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):

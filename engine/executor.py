@@ -83,9 +83,12 @@ class Executor:
         self._ordinals = {s.id: n for n, s in enumerate(_forward_steps(runbook), 1)}
 
     # --- the run ---
-    def run(self) -> RunOutcome:
+    def run(self, release=None) -> RunOutcome:
+        """Run to the end, a pause, an abort or an interrupt. ``release`` delivers held signals."""
         start = time.monotonic()
         try:
+            if release is not None:
+                release()
             outcome = self._run_or_roll_back()
         except RunPaused as pause:
             outcome = RunOutcome("paused", self.findings, message=_paused_message(pause))

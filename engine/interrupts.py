@@ -43,6 +43,17 @@ class InterruptGuard:
             return
         raise KeyboardInterrupt
 
+    def hold(self) -> None:
+        """Defer signals until ``release()`` (e.g. while a run's journal is being created)."""
+        self.depth += 1
+
+    def release(self) -> None:
+        """End a ``hold()``; a signal that arrived meanwhile is raised now."""
+        self.depth -= 1
+        if self.pending and self.depth == 0:
+            self.pending = False
+            raise KeyboardInterrupt
+
     @contextmanager
     def critical(self):
         """No ``KeyboardInterrupt`` inside; a signal that arrives is raised on exit."""

@@ -16,7 +16,8 @@ from engine.errors import Pos
 _DURATION = re.compile(
     r"^\s*(?:(?P<d>\d+)d)?\s*(?:(?P<h>\d+)h)?\s*(?:(?P<m>\d+)m(?!s))?\s*"
     r"(?:(?P<s>\d+(?:\.\d+)?)s)?\s*(?:(?P<ms>\d+)ms)?\s*$")
-DURATION_PATTERN = (r"^\s*(\d+(\.\d+)?|(\d+d)?\s*(\d+h)?\s*(\d+m)?\s*(\d+(\.\d+)?s)?\s*(\d+ms)?)\s*$")
+# (?=.*\d): every part is optional, but an empty or blank string is not a duration.
+DURATION_PATTERN = (r"^(?=.*\d)\s*(\d+(\.\d+)?|(\d+d)?\s*(\d+h)?\s*(\d+m)?\s*(\d+(\.\d+)?s)?\s*(\d+ms)?)\s*$")
 DURATION_HELP = "a duration such as 90, 90s, 15m, 1h30m, 500ms"
 
 

@@ -19,6 +19,7 @@ from engine.state import open_store
 from engine.model import Runbook
 from engine.replay import ReplayState, replay
 from engine.guide import load_answers
+from engine.interrupts import InterruptGuard
 from engine.session import (RunHandle, RunRequest, _execute, check_step_mode, fingerprints,
                             operator_name, prepare)
 
@@ -57,7 +58,13 @@ def resume_run(request: ResumeRequest, observers: list[Callable] = (),
                ask: Callable[[str, str], str] | None = None) -> RunHandle:
     """Resume a run. ``ask(step_label, key)`` returns "rerun"/"skip" on a terminal, or is None."""
     store = open_store(request.state_dir, request.state_url)
-    journal, lock = store.open_run(request.run_id, operator_name(request.operator))
+    guard = InterruptGuard().install()
+    guard.hold()  # a Ctrl-C from here on is delivered inside the executor, and journaled
+    try:
+        journal, lock = store.open_run(request.run_id, operator_name(request.operator))
+    except BaseException:
+        guard.uninstall()
+        raise
     try:
         started = _run_started(journal.events, request.run_id)
         _refuse_finished(journal.events, request.run_id)
@@ -78,8 +85,9 @@ def resume_run(request: ResumeRequest, observers: list[Callable] = (),
             "allow_changed": bool(changes), "changes": [c for c, _ in changes],
             "in_doubt": decisions, "completed_steps": len(state.completed)}))
         _record_skips(journal, state, decisions)
-        outcome = _execute(prepared, journal, run_request.options, state, request.answers)
+        outcome = _execute(prepared, journal, run_request.options, state, request.answers, guard)
     finally:
+        guard.uninstall()
         journal.close()
         lock.release()
     return RunHandle(request.run_id, prepared.runbook, outcome, store, run_request.options)

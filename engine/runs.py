@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from engine import events as ev
 from engine.errors import RunNotFound
@@ -74,13 +75,23 @@ def summarize(directory: Path) -> RunSummary | None:
     if not path.exists():
         return None
     first, last = _first_and_last(path)
+    return summary_from(first, last, directory.name, lambda: is_held(directory))
+
+
+def summary_from(first: dict | None, last: dict | None, run_id: str,
+                 held: Callable[[], bool]) -> RunSummary | None:
+    """A run's summary from its first and last events, whatever the backend.
+
+    ``held()`` says whether a live process holds the run; it is asked only when
+    the last event does not end the run (running, or interrupted by a crash).
+    """
     if first is None:
         return None
     status = STATUS_BY_END.get(last["type"]) if last else None
     if status is None:
-        status = "running" if is_held(directory) else "interrupted"
+        status = "running" if held() else "interrupted"
     data = first.get("data", {})
-    return RunSummary(run_id=directory.name, runbook=data.get("runbook", {}).get("name", "?"),
+    return RunSummary(run_id=run_id, runbook=data.get("runbook", {}).get("name", "?"),
                       status=status, operator=first.get("operator", "?"),
                       started=first.get("ts", ""), duration=_seconds_between(first, last),
                       dry_run=bool(data.get("dry_run")))

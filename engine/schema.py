@@ -161,6 +161,7 @@ def inventory_schema() -> dict:
                        "file": {"type": "string", "description": "File whose content (stripped) is the secret."},
                        "value": {"type": "string", "description": "Literal (for labs only)."}},
         "minProperties": 1, "maxProperties": 1,
+        "errorMessage": "a secret takes exactly one of env, file or value",
     }
     return {
         "$schema": DIALECT,
@@ -204,10 +205,8 @@ def schema_errors(doc: Document, kind: str = "runbook") -> list[SourceError]:
 
 def _convert(doc: Document, error) -> Iterator[SourceError]:
     path = tuple(error.absolute_path)
-    if error.validator in ("oneOf", "anyOf") and error.context:
-        from jsonschema.exceptions import best_match
-
-        yield from _convert(doc, best_match(error.context))
+    if error.validator in ("oneOf", "anyOf") and error.context and not combinator_message(error):
+        yield from _convert(doc, pick_branch(error))
         return
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         known = list(error.schema.get("properties", {}))
@@ -225,9 +224,58 @@ def _convert(doc: Document, error) -> Iterator[SourceError]:
         yield doc.error(path, f"missing required key '{missing}'{where}")
         return
     message = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
+    if message and "duration" in message and _is_template(error.instance):
+        return  # the compiler says "a duration cannot be a template", which is the real problem
     text = f"must be {DURATION_HELP}, got {error.instance!r}" if message and "duration" in message else (
-        message or error.message)
+        message or combinator_message(error) or error.message)
     yield doc.error(path, f"{_describe(path)}: {text}" if path else text)
+
+
+def _is_template(value) -> bool:
+    return isinstance(value, str) and value.startswith(("{{", "{%"))
+
+
+def pick_branch(error):
+    """The telling error inside a failed ``oneOf``/``anyOf``: one from a branch whose
+    type fits the value (a mapping's mistake, not "is not of type 'array'")."""
+    from jsonschema.exceptions import best_match
+
+    fitting = [e for e in error.context if not (e.validator == "type" and not e.relative_path)]
+    return best_match(fitting or error.context)
+
+
+_TYPE_WORDS = {"array": "a list", "object": "a mapping", "string": "a string", "integer": "an integer",
+               "number": "a number", "boolean": "true or false", "null": "null"}
+
+
+def combinator_message(error) -> str | None:
+    """Plain words for ``oneOf``/``anyOf``/``not`` failures that jsonschema words as schema dumps."""
+    branches = error.validator_value if isinstance(error.validator_value, list) else []
+    if error.validator == "not" and set(error.validator_value or {}) == {"required"}:
+        names = " and ".join(f"'{n}'" for n in error.validator_value["required"])
+        return f"{names} cannot be used together"
+    if error.validator not in ("oneOf", "anyOf"):
+        return None
+    if branches and all(isinstance(b, dict) and set(b) == {"required"} for b in branches):
+        names = " or ".join(f"'{n}'" for b in branches for n in b["required"])
+        return f"needs one of {names}" if error.context else f"give only one of {names}"
+    roots = [e for e in error.context if not e.relative_path]
+    if roots and len(roots) == len(error.context) and all(e.validator == "type" for e in roots):
+        wanted = []
+        for e in roots:
+            for name in e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]:
+                if _TYPE_WORDS.get(name, name) not in wanted:
+                    wanted.append(_TYPE_WORDS.get(name, name))
+        return f"must be {', '.join(wanted[:-1]) + ' or ' if len(wanted) > 1 else ''}{wanted[-1]}, " \
+               f"got {_yaml_type(error.instance)}"
+    return None
+
+
+def _yaml_type(value) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    names = {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number"}
+    return next((word for kind, word in names.items() if isinstance(value, kind)), "null")
 
 
 def _describe(path: tuple) -> str:

@@ -67,7 +67,7 @@ def new_run_id() -> str:
 
 
 def parse_extra_vars(items: list[str]) -> dict:
-    """``-e k=v`` (value read as YAML), ``-e @file.yaml`` or ``-e '{"k": 1}'``."""
+    """``-e k=v`` (a string, as in Ansible; typed inputs convert it), ``-e @file.yaml`` or JSON."""
     values: dict = {}
     for item in items:
         if item.startswith("@"):
@@ -201,21 +201,30 @@ def start_run(request: RunRequest, observers: list[Callable] = ()) -> RunHandle:
     store = open_store(request.state_dir, request.state_url)
     run_id = request.run_id or new_run_id()
     operator = operator_name(request.operator)
-    journal, lock = store.create_run(run_id, operator)
+    guard = InterruptGuard().install()
+    guard.hold()  # a Ctrl-C from here on is delivered inside the executor, and journaled
+    try:
+        journal, lock = store.create_run(run_id, operator)
+    except BaseException:
+        guard.uninstall()
+        raise
     try:
         for observer in observers:
             journal.subscribe(observer)
         started = _started_data(request, prepared.runbook, prepared.inputs, prepared.extra)
         journal.append(ev.RUN_STARTED, None, prepared.redactor.mask(started))
-        outcome = _execute(prepared, journal, request.options, ReplayState(), request.answers)
+        outcome = _execute(prepared, journal, request.options, ReplayState(), request.answers,
+                           guard)
     finally:
+        guard.uninstall()
         journal.close()
         lock.release()
     return RunHandle(run_id, prepared.runbook, outcome, store, request.options)
 
 
 def _execute(prepared: "Prepared", journal, options: RunOptions, replay: ReplayState,
-             answers: str | None = None) -> RunOutcome:
+             answers: str | None, guard: InterruptGuard) -> RunOutcome:
+    """Run the executor; ``guard`` holds signals until the executor can journal them."""
     runbook = prepared.runbook
     run_info = {"id": journal.run_id, "operator": journal.operator, "dry_run": options.dry_run,
                 "runbook": runbook.name, "host": journal.host}
@@ -223,16 +232,14 @@ def _execute(prepared: "Prepared", journal, options: RunOptions, replay: ReplayS
                         prepared.secrets, run_info)
     ctx = Context(dry_run=options.dry_run, redactor=prepared.redactor,
                   state_dir=journal.directory, run_id=journal.run_id, operator=journal.operator)
-    guard = InterruptGuard().install()
     journal.guard = guard
     try:
         guide = make_guide(journal, options, answers, runbook.rto)
         executor = Executor(runbook, journal, ctx, scope, prepared.extra, options,
                             prepared.redactor, replay, guide)
-        return executor.run()
+        return executor.run(release=guard.release)
     finally:
         journal.guard = None
-        guard.uninstall()
 
 
 def make_guide(journal, options: RunOptions, answers_path: str | None, rto) -> Guide:

@@ -60,8 +60,15 @@ class ConsoleReporter:
     # --- events ---
     def __call__(self, event: Event) -> None:
         handler = getattr(self, "on_" + event.type.replace(".", "_"), None)
-        if handler is not None:
+        if handler is None or self.closed:
+            return
+        try:
             handler(event)
+        except (BrokenPipeError, ValueError):
+            # The reader went away (``| head``): the run goes on, the journal keeps everything.
+            self.closed = True
+
+    closed = False
 
     def on_run_started(self, event: Event) -> None:
         data = event.data
@@ -84,7 +91,7 @@ class ConsoleReporter:
     def on_step_succeeded(self, event: Event) -> None:
         status = "changed" if event.data.get("changed") else "ok"
         self.counts[status] += 1
-        message = event.data.get("message") or ""
+        message = " ".join(str(event.data.get("message") or "").split())
         self._line(status, self._label(event) + (f" — {message}" if message and len(message) < 100 else ""),
                    f"{format_duration(event.data.get('elapsed'))} {self._clock()}")
         if self.dry_run:

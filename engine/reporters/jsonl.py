@@ -11,7 +11,14 @@ from engine.events import Event
 class JsonLinesReporter:
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stdout
+        self.closed = False
 
     def __call__(self, event: Event) -> None:
-        self.stream.write(json.dumps(asdict(event), ensure_ascii=False, default=str) + "\n")
-        self.stream.flush()
+        if self.closed:
+            return
+        try:
+            self.stream.write(json.dumps(asdict(event), ensure_ascii=False, default=str) + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            # The reader went away (``| head``): the run goes on, the journal keeps everything.
+            self.closed = True

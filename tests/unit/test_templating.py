@@ -1,0 +1,221 @@
+"""Sandboxed Jinja2: strict undefined, native types, unknown values, redaction,
+and the static name analysis that ``runbook validate`` relies on."""
+from __future__ import annotations
+
+import pytest
+
+from engine.templating import (MASK, Redactor, Templar, TemplateFailure, Unknown, UnknownValue,
+                               contains_unknown)
+
+
+@pytest.fixture()
+def templar() -> Templar:
+    return Templar()
+
+
+# --- the sandbox ---
+
+@pytest.mark.parametrize("template", [
+    "{{ ''.__class__.__mro__ }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ x.__len__() }}",
+    "{{ cycler.__init__.__globals__ }}",
+])
+def test_sandbox_refuses_python_internals(templar, template):
+    with pytest.raises(TemplateFailure) as caught:
+        templar.render_string(template, {"x": [1]})
+    assert str(caught.value).startswith("refused by the template sandbox")
+
+
+def test_sandbox_refuses_to_mutate_values(templar):
+    data = {"hosts": ["a"]}
+    with pytest.raises(TemplateFailure, match="refused by the template sandbox"):
+        templar.render_string("{{ hosts.append('evil') }}", data)
+    assert data == {"hosts": ["a"]}
+
+
+# --- strict undefined ---
+
+def test_undefined_name_is_an_error_naming_the_variable(templar):
+    with pytest.raises(TemplateFailure) as caught:
+        templar.render_string("restore {{ backup_file }} now", {})
+    assert str(caught.value) == "undefined variable 'backup_file'"
+
+
+def test_undefined_name_in_an_expression_is_an_error(templar):
+    with pytest.raises(TemplateFailure, match="undefined variable 'replicas'"):
+        templar.truth("replicas > 0", {})
+
+
+def test_missing_key_is_an_error_not_an_empty_string(templar):
+    with pytest.raises(TemplateFailure) as caught:
+        templar.render_string("{{ db.dsn }}", {"db": {"host": "h"}})
+    assert "dsn" in str(caught.value)
+
+
+def test_default_filter_supplies_a_missing_value(templar):
+    assert templar.render_string("{{ note | default('none') }}", {}) == "none"
+
+
+def test_dict_keys_win_over_dict_methods(templar):
+    assert templar.render_string("{{ r.items }}", {"r": {"items": 3}}) == 3
+
+
+def test_syntax_error_is_a_template_failure(templar):
+    with pytest.raises(TemplateFailure, match="template syntax error"):
+        templar.render_string("{{ x }", {"x": 1})
+
+
+# --- native types ---
+
+@pytest.mark.parametrize("value", [[1, 2], {"a": 1}, 3, 2.5, False, None, "007"])
+def test_single_expression_keeps_its_native_type(templar, value):
+    rendered = templar.render_string("{{ v }}", {"v": value})
+    assert rendered == value and type(rendered) is type(value)
+
+
+def test_text_around_an_expression_makes_a_string(templar):
+    assert templar.render_string("n={{ v }}", {"v": 3}) == "n=3"
+    assert templar.render_string("{{ a }}{{ b }}", {"a": 1, "b": 2}) == "12"
+
+
+def test_render_walks_nested_structures(templar):
+    args = {"argv": ["echo", "{{ n }}"], "env": {"N": "{{ n + 1 }}"}, "plain": 7}
+    assert templar.render(args, {"n": 1}) == {"argv": ["echo", 1], "env": {"N": 2}, "plain": 7}
+
+
+def test_truth_of_a_list_needs_every_condition(templar):
+    assert templar.truth(["a > 1", "b"], {"a": 2, "b": True}) is True
+    assert templar.truth(["a > 1", "b"], {"a": 2, "b": False}) is False
+    assert templar.truth(True, {}) is True
+
+
+# --- unknown values (dry-run) ---
+
+def test_unknown_stays_unknown_through_attributes_and_comparisons():
+    rows = Unknown("users").rows[0].n
+    assert isinstance(rows, Unknown)
+    assert rows.origin == "users.rows[0].n"
+    assert isinstance(rows > 0, Unknown)
+    assert isinstance(rows + 1, Unknown)
+
+
+@pytest.mark.parametrize("make_concrete", [bool, len, int, float, list, lambda u: 1 in u])
+def test_unknown_raises_when_made_concrete(make_concrete):
+    with pytest.raises(UnknownValue) as caught:
+        make_concrete(Unknown("users.rows"))
+    assert caught.value.unknown.origin == "users.rows"
+    assert str(caught.value) == "users.rows is unknown in a dry-run"
+
+
+def test_condition_on_an_unknown_raises_unknown_value(templar):
+    with pytest.raises(UnknownValue) as caught:
+        templar.truth("users.rows[0].n > 0", {"users": Unknown("users")})
+    assert caught.value.unknown.origin.startswith("users.rows")
+
+
+def test_filter_that_needs_a_concrete_value_raises_unknown_value(templar):
+    with pytest.raises(UnknownValue):
+        templar.evaluate("users.rows | length", {"users": Unknown("users")})
+
+
+def test_single_expression_of_an_unknown_renders_the_unknown(templar):
+    value = templar.render_string("{{ users.rows }}", {"users": Unknown("users")})
+    assert isinstance(value, Unknown) and value.origin == "users.rows"
+
+
+def test_contains_unknown_finds_it_in_nested_arguments():
+    marker = Unknown("x")
+    assert contains_unknown({"a": [1, {"b": marker}]}) is marker
+    assert contains_unknown({"a": [1, {"b": 2}]}) is None
+
+
+# --- redaction ---
+
+def test_redactor_masks_a_secret_inside_a_longer_string():
+    redactor = Redactor(["s3cr3t-pw"])
+    assert redactor.mask("postgresql://app:s3cr3t-pw@db/app") == f"postgresql://app:{MASK}@db/app"
+
+
+def test_redactor_masks_secrets_in_nested_structures():
+    redactor = Redactor(["s3cr3t-pw", "tok-123456"])
+    masked = redactor.mask({"argv": ["psql", "password=s3cr3t-pw"],
+                            "env": {"TOKEN": "tok-123456"},
+                            "rows": [("tok-123456", 1)],
+                            "s3cr3t-pw": "as a key"})
+    assert masked == {"argv": ["psql", f"password={MASK}"], "env": {"TOKEN": MASK},
+                      "rows": [[MASK, 1]], MASK: "as a key"}
+
+
+def test_redactor_masks_the_longest_overlapping_secret_whole():
+    redactor = Redactor(["abcd", "abcdefgh"])
+    assert redactor.mask("x abcdefgh y") == f"x {MASK} y"
+
+
+def test_redactor_masks_short_secrets_only_as_whole_values():
+    redactor = Redactor(["on"])
+    assert redactor.mask({"flag": "on", "text": "mention"}) == {"flag": MASK, "text": "mention"}
+
+
+def test_redactor_leaves_non_strings_and_empty_secrets_alone():
+    redactor = Redactor(["", "password1"])
+    assert redactor.mask({"n": 5, "ok": True}) == {"n": 5, "ok": True}
+    assert not Redactor([""])
+
+
+def test_redactor_learns_secrets_later():
+    redactor = Redactor()
+    assert redactor.mask("key=hunter22") == "key=hunter22"
+    redactor.add(["hunter22"])
+    assert redactor.mask("key=hunter22") == f"key={MASK}"
+
+
+def test_redactor_escapes_regex_characters_in_secrets():
+    redactor = Redactor(["p@ss.w*rd(1)"])
+    assert redactor.mask("pw=p@ss.w*rd(1) pw=p@ssXwXrd(1)") == f"pw={MASK} pw=p@ssXwXrd(1)"
+
+
+# --- static analysis for validate ---
+
+def test_names_in_template_are_the_free_top_level_names(templar):
+    names = templar.names_in_template("{{ db.dsn }} {{ hosts | join(',') }} {{ item }}")
+    assert names == {"db", "hosts", "item"}
+
+
+def test_names_bound_inside_the_template_are_not_free(templar):
+    names = templar.names_in_template(
+        "{% for h in hosts %}{{ h }}{% endfor %}{% set n = 3 %}{{ n }}")
+    assert names == {"hosts"}
+
+
+def test_names_in_expression(templar):
+    assert templar.names_in_expression("users.rows[0].n > limit and ok") == {"users", "limit", "ok"}
+
+
+def test_jinja_globals_are_not_free_names(templar):
+    assert templar.names_in_expression("range(3) | list") == set()
+
+
+def test_names_guarded_by_default_or_defined_count_as_optional(templar):
+    assert templar.names_in_template("{{ note | default('-') }}{{ other }}") == {"other"}
+    assert templar.names_in_expression("flag is defined and flag") == set()
+    assert templar.names_in_expression("flag is not defined") == set()
+    # the guard covers the name it is applied to, not what it is read from
+    assert templar.names_in_expression("db.port | default(5432)") == {"db"}
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("{{ x | no_such_filter }}", "No filter named 'no_such_filter'"),
+    ("{{ x is no_such_test }}", "No test named 'no_such_test'"),
+    ("{{ x }", "template syntax error"),
+    ("{% if x %}", "template syntax error"),
+])
+def test_bad_templates_fail_static_analysis_with_a_message(templar, text, fragment):
+    with pytest.raises(TemplateFailure) as caught:
+        templar.names_in_template(text)
+    assert fragment in str(caught.value)
+
+
+def test_bad_expression_fails_static_analysis(templar):
+    with pytest.raises(TemplateFailure, match="template syntax error"):
+        templar.names_in_expression("tonight at 10")
