@@ -248,6 +248,30 @@ def approve(run_id, step, operator, comment, state_dir, state_url) -> None:
     click.echo(message)
 
 
+@cli.command()
+@click.argument("run_id")
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "json", "junit"]), default="md",
+              help="md (default), html, json or junit (for CI drills).")
+@_state_options
+def report(run_id, fmt, state_dir, state_url) -> None:
+    """Write a run's report for the post-mortem, from its journal."""
+    from engine.reporters.report import build_report, render
+    from engine.state import open_store
+
+    store = open_store(state_dir, state_url)
+    click.echo(render(build_report(store.summary(run_id), store.events(run_id)), fmt), nl=False)
+
+
+@cli.command()
+@click.argument("runbook", type=click.Path())
+def docs(runbook) -> None:
+    """Print a runbook as a markdown checklist (for a printed binder)."""
+    from engine.compiler import load_runbook
+    from engine.docs import runbook_markdown
+
+    click.echo(runbook_markdown(load_runbook(runbook)), nl=False)
+
+
 @cli.group()
 def audit() -> None:
     """Check or export a run's tamper-evident journal."""

@@ -352,3 +352,38 @@ def test_secrets_are_masked_in_the_step_header(tmp_path, answer):
         child.sendline("no")
     child.expect(pexpect.EOF)
     assert "hunter2-secret" not in child.before
+
+
+def test_a_failed_rollback_is_resumed_where_it_stopped(tmp_path):
+    (tmp_path / "rb.yaml").write_text("""\
+name: Resumable rollback
+on_failure: rollback
+steps:
+  - name: First change
+    command: [sh, -c, 'echo first >> log.txt']
+    rollback:
+      - name: Undo first
+        command: [sh, -c, 'echo undo-first >> log.txt']
+  - name: Second change
+    command: [sh, -c, 'echo second >> log.txt']
+    rollback:
+      - name: Undo second
+        command: [sh, -c, 'echo undo-second >> log.txt']
+      - name: Undo second needs the gate
+        command: [sh, -c, 'test -f gate && echo undo-second-gated >> log.txt']
+  - name: Break
+    command: ["false"]
+""")
+    first = run_cli(tmp_path, "run", "rb.yaml", "--state-dir", "state", "--run-id", "rr")
+    assert first.returncode == 1
+    assert "rollback failed" in first.stdout
+    (tmp_path / "gate").touch()
+    second = run_cli(tmp_path, "resume", "rr", "--state-dir", "state")
+    assert second.returncode == 1, second.stderr
+    assert (tmp_path / "log.txt").read_text().split() == [
+        "first", "second", "undo-second", "undo-second-gated", "undo-first"]
+    evts = events(tmp_path, "rr")
+    assert len(of_type(evts, "rollback.started")) == 1
+    assert len(of_type(evts, "rollback.completed")) == 1
+    done = run_cli(tmp_path, "resume", "rr", "--state-dir", "state")
+    assert done.returncode == 0 and "rolled back" in done.stderr + done.stdout
