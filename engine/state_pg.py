@@ -175,8 +175,8 @@ class PostgresStore:
         if disagreeing is not None and (chain.ok or disagreeing < chain.first_bad_seq):
             head = rows[disagreeing - 2][4] if disagreeing > 1 else GENESIS
             return Verification(False, len(rows), head, disagreeing,
-                                "the row's seq, ts, type or hash column disagrees with its "
-                                "hashed line (edited)")
+                                "the row's run_id, seq, ts, type or hash column disagrees "
+                                "with its hashed line (edited)")
         return chain
 
     def list_runs(self) -> list[RunSummary]:
@@ -205,7 +205,13 @@ class PostgresStore:
 
     def _acquire(self, run_id: str, operator: str) -> "AdvisoryLock":
         lock = AdvisoryLock(self._connect(f"runbook holder of {run_id}"), run_id)
-        if lock.try_acquire(_holder_info(operator), self):
+        try:
+            got = lock.try_acquire(_holder_info(operator))
+        except psycopg.Error as exc:
+            lock.release()
+            raise StateUnavailable(f"cannot lock run {run_id} in {self}: "
+                                   f"{sanitize(exc, self.url)}") from None
+        if got:
             return lock
         raise RunHeld(f"run {run_id} is held by {self._describe_holder(run_id)} "
                       f"(state {self})")
@@ -236,7 +242,7 @@ class PostgresStore:
                  lock: "AdvisoryLock") -> Journal:
         directory = run_dir(self.local_dir, run_id)
         directory.mkdir(parents=True, exist_ok=True)
-        sink = TableSink(lock.connection, run_id, str(self))
+        sink = TableSink(lock.connection, run_id, str(self), self.url)
         return Journal(directory, run_id, operator, socket.gethostname(), events, sink=sink)
 
     def _summary(self, run_id: str, first: str, last: str, held: set) -> RunSummary | None:
@@ -303,7 +309,8 @@ class PostgresStore:
         try:
             given = conninfo_to_dict(url)
         except psycopg.Error as exc:
-            raise UsageError(f"--state-url {self}: {sanitize(exc, url)}") from None
+            raise UsageError(f"invalid state URL {self} (--state-url, RUNBOOK_STATE_URL): "
+                             f"{sanitize(exc, url)}") from None
         return {} if "connect_timeout" in given else {"connect_timeout": 10}
 
 
@@ -317,22 +324,17 @@ class AdvisoryLock:
         self.run_id = run_id
         self.key = lock_key(run_id)
 
-    def try_acquire(self, holder: dict, where: object) -> bool:
+    def try_acquire(self, holder: dict) -> bool:
         """True when this process now holds the run; False (connection closed) when another does."""
-        try:
-            for setting in LOCK_SESSION_SETTINGS:
-                self.connection.execute(setting)
-            got = self.connection.execute("SELECT pg_try_advisory_lock(%s::bigint)",
-                                          (self.key,)).fetchone()[0]
-            if got:
-                self.connection.execute(_UPSERT_HOLDER, {"run_id": self.run_id, **holder})
-        except psycopg.Error as exc:
-            self._close()
-            raise StateUnavailable(f"cannot lock run {self.run_id} in {where}: "
-                                   f"{sanitize(exc, str(where))}") from None
+        for setting in LOCK_SESSION_SETTINGS:
+            self.connection.execute(setting)
+        got = self.connection.execute("SELECT pg_try_advisory_lock(%s::bigint)",
+                                      (self.key,)).fetchone()[0]
         if not got:
             self._close()
-        return got
+            return False
+        self.connection.execute(_UPSERT_HOLDER, {"run_id": self.run_id, **holder})
+        return True
 
     def release(self) -> None:
         if self.connection is None:
@@ -362,10 +364,11 @@ class TableSink:
     have been stored, must not go on.
     """
 
-    def __init__(self, connection, run_id: str, where: str) -> None:
+    def __init__(self, connection, run_id: str, where: str, url: str = "") -> None:
         self.connection = connection
         self.run_id = run_id
-        self.where = where
+        self.where = where  # the store, as shown to people (password masked)
+        self._url = url
         self._failure: EngineError | None = None
 
     def write(self, body: dict, line: bytes) -> None:
@@ -383,7 +386,7 @@ class TableSink:
         except psycopg.Error as exc:
             self._failure = StateUnavailable(
                 f"cannot record event {seq} of run {self.run_id} in {self.where}: "
-                f"{sanitize(exc)}; this process writes nothing more "
+                f"{sanitize(exc, self._url)}; this process writes nothing more "
                 f"(resume the run when the database is back)")
             raise self._failure from None
 
