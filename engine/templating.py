@@ -241,11 +241,18 @@ _EXTRA_FILTERS = {
 }
 
 
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)([^@/\s]+)(@)")
+_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('[^']*'|[^\s]+)", re.IGNORECASE)
+
+
 class Redactor:
     """Replaces secret values with ``***`` inside strings and nested structures.
 
-    Secrets shorter than 4 characters are not masked as substrings (they would
-    mask ordinary words), only where a whole value equals them.
+    Besides the known secrets (inventory secrets, secret inputs), passwords
+    written inside connection strings (``postgresql://user:PASS@host``,
+    ``password=PASS``) are always masked. Secrets shorter than 4 characters
+    are not masked as substrings (they would mask ordinary words), only where
+    a whole value equals them.
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
@@ -272,15 +279,19 @@ class Redactor:
 
     def mask(self, value: Any) -> Any:
         """A copy of ``value`` with every secret replaced by ``***``."""
-        if not self:
-            return value
         return self._mask(value)
 
     def _mask(self, value: Any) -> Any:
         if isinstance(value, str):
             if value in self._short:
                 return MASK
-            return self._pattern.sub(MASK, value) if self._pattern else value
+            if self._pattern is not None:
+                value = self._pattern.sub(MASK, value)
+            if "://" in value:
+                value = _URL_PASSWORD.sub(r"\1***\3", value)
+            if "assword" in value or "ASSWORD" in value:
+                value = _KV_PASSWORD.sub(r"\1***", value)
+            return value
         if isinstance(value, dict):
             return {self._mask(k) if isinstance(k, str) else k: self._mask(v)
                     for k, v in value.items()}
