@@ -50,20 +50,33 @@ class SourceError(EngineError):
         self.source_line = source_line
 
     def render(self) -> str:
-        text = f"{self.pos}: {self.message}"
+        text = _one_line(f"{self.pos}: {self.message}")
         if self.source_line.strip():
             line, col = _window(self.source_line.rstrip(), max(self.pos.col, 1) - 1)
             text += f"\n    {line}\n    {' ' * col}^"
         return text
 
 
+def _one_line(text: str) -> str:
+    """Escape line breaks and control characters that a message quotes from the file
+    (a key such as ``"a\\nb"``): every error stays one ``file:line:col: message`` line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _window(line: str, col: int, width: int = 100) -> tuple[str, int]:
     """Cut a long source line to ``width`` characters around ``col``."""
-    line = line.replace("\t", " ")
+    # One visible character per source character keeps the caret aligned; control
+    # characters (ESC ...) from a hostile file must not reach the terminal.
+    if not line.isprintable():
+        line = "".join(" " if c == "\t" else c if c.isprintable() else "\ufffd" for c in line)
     if len(line) <= width:
         return line, col
     start = max(0, min(col - width // 2, len(line) - width))
-    return "…" + line[start:start + width] + "…", col - start + 1
+    prefix = "…" if start > 0 else ""
+    suffix = "…" if start + width < len(line) else ""
+    return prefix + line[start:start + width] + suffix, col - start + len(prefix)
 
 
 class SourceErrors(EngineError):

@@ -328,7 +328,10 @@ class Executor:
             return scope
         local = dict(scope)
         for name, value in step.vars.items():
-            local[name] = self.templar.render(value, local)
+            try:
+                local[name] = self.templar.render(value, local)
+            except UnknownValue as unknown:  # dry-run: the step's arguments become unknown
+                local[name] = unknown.unknown
         return local
 
     def _plan_conditional(self, step: Step, scope: dict, ref: dict, unknown: UnknownValue) -> None:

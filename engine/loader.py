@@ -95,9 +95,24 @@ def load_text(text: str, name: str = "<string>") -> Document:
         if _is_tab_problem(doc.line(pos), pos.col, problem):
             problem = "tab character: indent YAML with spaces, not tabs"
         raise SourceError(pos, f"YAML syntax error: {problem}", doc.line(pos)) from None
+    except yaml.reader.ReaderError as exc:
+        # libyaml counts the offset in UTF-8 bytes, the pure-Python reader in characters.
+        pos = _offset_pos(doc, exc.position, in_bytes=exc.encoding != "unicode")
+        code = f"U+{exc.character:04X}" if isinstance(exc.character, int) else "character"
+        raise SourceError(pos, f"YAML syntax error: {code} is not allowed in YAML "
+                               "(control or special character)", doc.line(pos)) from None
     except yaml.YAMLError as exc:
-        raise SourceError(Pos(name, 1, 1), f"YAML syntax error: {exc}") from None
+        raise SourceError(Pos(name, 1, 1), f"YAML syntax error: {exc}".splitlines()[0]) from None
     return doc
+
+
+def _offset_pos(doc: Document, offset: int, *, in_bytes: bool) -> Pos:
+    text = doc.text
+    if in_bytes:
+        text = text.encode("utf-8", "surrogatepass")[:offset].decode("utf-8", "replace")
+    # The sentinel keeps a trailing line break from being lost and makes col 1-based.
+    rows = (text[:offset] + "x").splitlines()
+    return Pos(doc.path, len(rows), len(rows[-1]))
 
 
 def _decode(raw: bytes, name: str) -> str:

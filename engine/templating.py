@@ -154,6 +154,8 @@ class Templar:
             return factory(text, **kwargs)
         except TemplateSyntaxError as exc:
             raise TemplateFailure(f"template syntax error: {exc.message}") from None
+        except RecursionError:
+            raise TemplateFailure(_TOO_DEEP) from None
 
     def _call(self, compiled, scope: dict, source: str = "") -> Any:
         try:
@@ -170,6 +172,8 @@ class Templar:
             raise TemplateFailure(f"template error: {exc}") from None
         except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
             raise TemplateFailure(f"template error: {type(exc).__name__}: {exc}") from None
+        except RecursionError:
+            raise TemplateFailure(_TOO_DEEP) from None
         return value
 
     # --- static analysis for ``runbook validate`` ---
@@ -193,6 +197,8 @@ class Templar:
             return self.env.parse(source)
         except TemplateSyntaxError as exc:
             raise TemplateFailure(f"template syntax error: {exc.message}") from None
+        except RecursionError:
+            raise TemplateFailure(_TOO_DEEP) from None
 
     def _free_names(self, ast: nodes.Template) -> set[str]:
         try:
@@ -200,7 +206,13 @@ class Templar:
         except TemplateSyntaxError as exc:
             # Unknown filters and tests are only found when the AST is compiled.
             raise TemplateFailure(f"template error: {exc.message}") from None
+        except RecursionError:
+            raise TemplateFailure(_TOO_DEEP) from None
         return {n for n in names if n not in self.env.globals} - _optional_names(ast)
+
+
+# Jinja parses and compiles recursively: ((((x)))) 5,000 deep must be an error, not a crash.
+_TOO_DEEP = "template is nested too deeply"
 
 
 def _optional_names(ast: nodes.Template) -> set[str]:

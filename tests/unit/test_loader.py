@@ -360,8 +360,10 @@ def test_long_lines_are_windowed_around_the_column():
 def test_long_line_window_at_the_start_and_end():
     source = "START" + "x" * 400 + "END"
     start = SourceError(Pos("f", 1, 1), "m", source).render().splitlines()
+    assert start[1].startswith("    START") and start[1].endswith("…")
     assert start[1][start[2].index("^"):].startswith("START")
     end = SourceError(Pos("f", 1, len(source) - 2), "m", source).render().splitlines()
+    assert end[1].startswith("    …") and end[1].endswith("END")
     assert end[1][end[2].index("^"):].startswith("END")
 
 

@@ -219,3 +219,22 @@ def test_bad_templates_fail_static_analysis_with_a_message(templar, text, fragme
 def test_bad_expression_fails_static_analysis(templar):
     with pytest.raises(TemplateFailure, match="template syntax error"):
         templar.names_in_expression("tonight at 10")
+
+
+@pytest.mark.parametrize("text", [
+    "{{ " + "(" * 5000 + "x" + ")" * 5000 + " }}",
+    "{{ x" + ".a" * 5000 + " }}",
+    "{% if x %}" * 3000 + "y" + "{% endif %}" * 3000,
+], ids=["parentheses", "attributes", "if-blocks"])
+def test_deeply_nested_template_is_a_failure_not_a_crash(templar, text):
+    with pytest.raises(TemplateFailure, match="template is nested too deeply"):
+        templar.names_in_template(text)
+    with pytest.raises(TemplateFailure, match="template is nested too deeply"):
+        templar.render_string(text, {"x": 1})
+
+
+def test_deeply_nested_expression_is_a_failure_not_a_crash(templar):
+    with pytest.raises(TemplateFailure, match="template is nested too deeply"):
+        templar.names_in_expression("not " * 5000 + "x")
+    with pytest.raises(TemplateFailure, match="template is nested too deeply"):
+        templar.truth("not " * 5000 + "x", {"x": True})
