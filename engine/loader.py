@@ -2,7 +2,7 @@
 
 The values are ordinary dicts, lists and scalars (fast to use everywhere); the
 ``Document.positions`` table maps each value's path (a tuple of keys and list
-indexes) to its ``Pos`` and ``Document.key_positions`` maps a mapping entry's
+indexes) to its (line, col) and ``Document.key_positions`` maps a mapping entry's
 path to the position of its *key*. Errors anywhere later in the pipeline use
 the path to point at ``file:line:col``.
 
@@ -30,6 +30,7 @@ MAX_FILE_BYTES = 10 * 1024 * 1024  # far beyond any runbook; refuses /dev/zero a
 _Parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _scalar_constructor = yaml.constructor.SafeConstructor()
 _resolver = yaml.resolver.Resolver()
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 @dataclass
@@ -39,8 +40,9 @@ class Document:
     path: str
     data: Any
     text: str
-    positions: dict[tuple, Pos] = field(default_factory=dict)
-    key_positions: dict[tuple, Pos] = field(default_factory=dict)
+    #: (line, col) of each value / mapping key, by path; ``pos()`` makes them ``Pos``
+    positions: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+    key_positions: dict[tuple, tuple[int, int]] = field(default_factory=dict)
 
     def pos(self, path: tuple, *, key: bool = False) -> Pos:
         """Best known position for ``path``: the value's (or key's), else its nearest parent's."""
@@ -48,11 +50,11 @@ class Document:
         probe = tuple(path)
         while probe:
             if probe in table:
-                return table[probe]
+                return Pos(self.path, *table[probe])
             if key and probe in self.positions:
-                return self.positions[probe]
+                return Pos(self.path, *self.positions[probe])
             probe = probe[:-1]
-        return self.positions.get((), Pos(self.path, 1, 1))
+        return Pos(self.path, *self.positions.get((), (1, 1)))
 
     def error(self, path: tuple, message: str, *, key: bool = False) -> SourceError:
         """A ``SourceError`` located at ``path``, quoting the source line."""
@@ -136,6 +138,12 @@ def _is_tab_problem(line: str, col: int, problem: str) -> bool:
     return "'\\t'" in problem or "tab character" in problem or line[col - 1:col] == "\t"
 
 
+def _mark(event) -> tuple[int, int]:
+    """1-based (line, col) of an event: stored per node, so kept as a bare tuple."""
+    mark = event.start_mark
+    return mark.line + 1, mark.column + 1
+
+
 def _pos(doc: Document, event) -> Pos:
     mark = event.start_mark
     return Pos(doc.path, mark.line + 1, mark.column + 1)
@@ -171,7 +179,7 @@ class _Builder:
         if depth > MAX_DEPTH:
             raise self._error(event, f"nesting is deeper than {MAX_DEPTH} levels")
         if path is not None:
-            self.doc.positions[path] = _pos(self.doc, event)
+            self.doc.positions[path] = _mark(event)
         if isinstance(event, ev.AliasEvent):
             return self._alias(event, depth)
         # Track how deep this node goes, so an alias of it can be checked against MAX_DEPTH.
@@ -212,9 +220,12 @@ class _Builder:
         return value
 
     def _scalar(self, event) -> Any:
-        if event.tag in (None, "!"):
-            implicit = event.implicit
-            tag = _resolver.resolve(yaml.ScalarNode, event.value, implicit)
+        if event.tag is None or event.tag == "!":
+            if not event.implicit[0]:
+                return event.value  # quoted: always a string, no resolving needed
+            tag = _resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+            if tag == _STR_TAG:
+                return event.value  # the common case, without building a node
         else:
             tag = event.tag
         if tag == "tag:yaml.org,2002:merge":
@@ -245,7 +256,7 @@ class _Builder:
         for event in self.events:
             if isinstance(event, ev.MappingEndEvent):
                 return mapping
-            key_pos = _pos(self.doc, event)
+            key_pos = _mark(event)
             key = self._value(event, None, depth + 1)
             if isinstance(key, (dict, list)):
                 raise self._error(event, "a mapping key must be a plain value")
@@ -256,14 +267,14 @@ class _Builder:
                 continue
             if key in mapping and key not in merged:
                 first = self.doc.key_positions.get(path + (key,))
-                where = f" (first defined at line {first.line})" if first else ""
+                where = f" (first defined at line {first[0]})" if first else ""
                 raise self._error(event, f"duplicate key {key!r}{where}")
             merged.discard(key)
             self.doc.key_positions[path + (key,)] = key_pos
             mapping[key] = self._value(next(self.events), path + (key,), depth + 1)
         return mapping  # pragma: no cover
 
-    def _merge(self, mapping: dict, path: tuple, depth: int, key_pos: Pos) -> set:
+    def _merge(self, mapping: dict, path: tuple, depth: int, key_pos: tuple[int, int]) -> set:
         """YAML merge keys (``<<: *defaults``): copy keys not set explicitly.
 
         Returns the keys it added, which a later explicit key may override.
@@ -273,7 +284,7 @@ class _Builder:
         added = set()
         for source in sources:
             if not isinstance(source, dict):
-                pos = self.doc.positions[path + ("<<",)]
+                pos = self.doc.pos(path + ("<<",))
                 raise SourceError(pos, "a merge key '<<' takes a mapping or a list of mappings",
                                   self.doc.line(pos))
             for key, item in source.items():

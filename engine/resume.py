@@ -118,7 +118,8 @@ def _original_request(data: dict, request: ResumeRequest) -> RunRequest:
                       extra=list(data.get("extra_args", [])), options=options,
                       run_id=request.run_id, state_dir=request.state_dir,
                       operator=request.operator, answers=request.answers,
-                      state_url=request.state_url)
+                      state_url=request.state_url,
+                      trusted_sha256=data["runbook"].get("sha256"))
 
 
 # --- changed files ---

@@ -38,6 +38,8 @@ class RunRequest:
     operator: str | None = None
     answers: str | None = None
     state_url: str | None = None
+    #: a resumed run's runbook fingerprint: an unchanged file skips re-validation
+    trusted_sha256: str | None = None
 
 
 @dataclass
@@ -172,7 +174,8 @@ def prepare(request: RunRequest) -> Prepared:
     """Everything that can fail with exit 2 happens here, before any journal exists."""
     inventory = load_inventories(request.inventories)
     extra = parse_extra_vars(request.extra)
-    runbook = load_runbook(request.runbook, known_names=set(inventory.vars) | set(extra))
+    runbook = load_runbook(request.runbook, known_names=set(inventory.vars) | set(extra),
+                           trusted_sha256=request.trusted_sha256)
     _check_start_at(runbook, request.options.start_at)
     secret_values = resolve_secrets(inventory.secret_refs)
     inputs = resolve_inputs(runbook, extra, inventory)

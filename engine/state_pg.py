@@ -171,7 +171,8 @@ class PostgresStore:
             raise self._not_found(run_id)
         bodies = [_loads(line) for _seq, _ts, _type, line, _hash in rows]
         disagreeing = _first_disagreeing_row(run_id, rows, bodies)
-        chain = verify_chain([dict(b) if isinstance(b, dict) else b for b in bodies])
+        chain = verify_chain([dict(b) if isinstance(b, dict) else b for b in bodies], None,
+                             [line.encode() for _seq, _ts, _type, line, _hash in rows])
         if disagreeing is not None and (chain.ok or disagreeing < chain.first_bad_seq):
             head = rows[disagreeing - 2][4] if disagreeing > 1 else GENESIS
             return Verification(False, len(rows), head, disagreeing,

@@ -38,26 +38,26 @@ steps:
 
 def test_every_mapping_list_and_scalar_has_a_position():
     doc = load(RUNBOOK)
-    assert doc.positions[()] == Pos("rb.yaml", 1, 1)
-    assert doc.positions[("name",)] == Pos("rb.yaml", 1, 7)
-    assert doc.positions[("steps",)] == Pos("rb.yaml", 3, 3)          # the list
-    assert doc.positions[("steps", 0)] == Pos("rb.yaml", 3, 5)        # a mapping in it
-    assert doc.positions[("steps", 0, "command")] == Pos("rb.yaml", 4, 14)   # a flow list
-    assert doc.positions[("steps", 0, "command", 2)] == Pos("rb.yaml", 4, 32)  # a scalar in it
-    assert doc.positions[("steps", 0, "timeout")] == Pos("rb.yaml", 5, 14)
+    assert doc.pos(()) == Pos("rb.yaml", 1, 1)
+    assert doc.pos(("name",)) == Pos("rb.yaml", 1, 7)
+    assert doc.pos(("steps",)) == Pos("rb.yaml", 3, 3)          # the list
+    assert doc.pos(("steps", 0)) == Pos("rb.yaml", 3, 5)        # a mapping in it
+    assert doc.pos(("steps", 0, "command")) == Pos("rb.yaml", 4, 14)   # a flow list
+    assert doc.pos(("steps", 0, "command", 2)) == Pos("rb.yaml", 4, 32)  # a scalar in it
+    assert doc.pos(("steps", 0, "timeout")) == Pos("rb.yaml", 5, 14)
 
 
 def test_keys_and_values_have_separate_positions():
     doc = load(RUNBOOK)
-    assert doc.key_positions[("steps", 0, "timeout")] == Pos("rb.yaml", 5, 5)
-    assert doc.positions[("steps", 0, "timeout")] == Pos("rb.yaml", 5, 14)
-    assert doc.key_positions[("steps", 1, "vars", "port")] == Pos("rb.yaml", 9, 25)
-    assert doc.positions[("steps", 1, "vars", "port")] == Pos("rb.yaml", 9, 31)
+    assert doc.pos(("steps", 0, "timeout"), key=True) == Pos("rb.yaml", 5, 5)
+    assert doc.pos(("steps", 0, "timeout")) == Pos("rb.yaml", 5, 14)
+    assert doc.pos(("steps", 1, "vars", "port"), key=True) == Pos("rb.yaml", 9, 25)
+    assert doc.pos(("steps", 1, "vars", "port")) == Pos("rb.yaml", 9, 31)
 
 
 def test_block_scalar_is_located_at_its_indicator():
     doc = load(RUNBOOK)
-    assert doc.positions[("steps", 1, "shell")] == Pos("rb.yaml", 6, 12)
+    assert doc.pos(("steps", 1, "shell")) == Pos("rb.yaml", 6, 12)
     assert doc.data["steps"][1]["shell"] == "echo one\necho two\n"
 
 
@@ -78,8 +78,8 @@ def test_values_are_plain_python_types():
 
 def test_pos_of_an_unknown_path_falls_back_to_the_nearest_parent():
     doc = load(RUNBOOK)
-    assert doc.pos(("steps", 0, "no-such-key", 3)) == doc.positions[("steps", 0)]
-    assert doc.pos(("steps", 0, "no-such-key"), key=True) == doc.positions[("steps", 0)]
+    assert doc.pos(("steps", 0, "no-such-key", 3)) == doc.pos(("steps", 0))
+    assert doc.pos(("steps", 0, "no-such-key"), key=True) == doc.pos(("steps", 0))
     assert doc.pos(("nothing",)) == Pos("rb.yaml", 1, 1)
 
 
@@ -92,7 +92,7 @@ def test_error_quotes_the_offending_line():
 
 def test_columns_count_characters_not_bytes():
     doc = load('name: "é ü ö"\nowner: ß\n')
-    assert doc.positions[("owner",)] == Pos("rb.yaml", 2, 8)
+    assert doc.pos(("owner",)) == Pos("rb.yaml", 2, 8)
     error = error_of("name: éé: [\n")
     assert (error.pos.line, error.pos.col) == (1, 9)
 
@@ -143,8 +143,8 @@ def test_merged_keys_are_located_at_the_merge():
           name: x
           <<: *defaults
     """)
-    assert doc.key_positions[("step", "retries")] == Pos("rb.yaml", 5, 3)
-    assert doc.positions[("step", "retries")] == Pos("rb.yaml", 5, 7)
+    assert doc.pos(("step", "retries"), key=True) == Pos("rb.yaml", 5, 3)
+    assert doc.pos(("step", "retries")) == Pos("rb.yaml", 5, 7)
 
 
 def test_merge_key_with_a_scalar_is_an_error():
@@ -163,7 +163,7 @@ def test_alias_value_is_located_at_the_alias():
         b: *anchor
     """)
     assert doc.data["b"] == [1, 2]
-    assert doc.positions[("b",)] == Pos("rb.yaml", 2, 4)
+    assert doc.pos(("b",)) == Pos("rb.yaml", 2, 4)
 
 
 def test_unknown_alias_is_an_error_at_the_alias():
