@@ -135,6 +135,11 @@ class RunLock:
             self.fd = None
 
 
+# fdatasync flushes the appended bytes and the new file size (all a reader
+# needs) without the mtime-only metadata write that fsync adds.
+_sync = getattr(os, "fdatasync", os.fsync)
+
+
 class FileSink:
     """Where a journal's lines go by default: one file, each write fsync'd."""
 
@@ -145,7 +150,7 @@ class FileSink:
     def write(self, body: dict, line: bytes) -> None:
         os.write(self._fd, line)
         if self._fsync:
-            os.fsync(self._fd)
+            _sync(self._fd)
 
     def close(self) -> None:
         if self._fd is not None:
