@@ -361,7 +361,7 @@ class Executor:
             item_ref = {**ref, "item": index}
             done = self.replay.completed.get(f"{step.id}#{index}")
             if done is not None:
-                results[index] = done.get("value")
+                results[index] = restored_value(done)
                 return
             results[index] = self._execute(step, item_scope, item_ref)
 
@@ -559,7 +559,10 @@ class Executor:
         data = {"changed": value["changed"], "elapsed": value["elapsed"],
                 "message": HIDDEN if step.no_log else value["message"],
                 "attempts": value.get("attempts", 1), "expected_duration": step.expected_duration}
-        data["value"] = HIDDEN if step.no_log else value
+        # The standard keys are already above: keep only the action's own data,
+        # which ``restored_value`` puts back together on resume.
+        data["value"] = HIDDEN if step.no_log else {
+            k: v for k, v in value.items() if k not in _STANDARD_KEYS or k == "ok"}
         return data
 
     def _fail(self, step: Step, ref: dict, message: str, value: dict | None = None) -> dict:
@@ -591,11 +594,24 @@ class Executor:
             scope[name] = extra  # -e always wins, even over set_fact
 
     def _restore(self, step: Step, scope: dict, done: dict) -> None:
-        value = done.get("value")
+        value = restored_value(done)
         if step.action and actions.get_action(step.action).sets_facts and isinstance(value, dict):
             facts = {k: v for k, v in value.items() if k not in _STANDARD_KEYS}
             scope.update(facts)
         self._register(step, scope, value)
+
+
+def restored_value(done: dict) -> Any:
+    """A completed step's registered value, rebuilt from its journaled end event's data."""
+    value = done.get("value")
+    if not isinstance(value, dict):
+        return value  # hidden (no_log) or absent
+    if value.get("skipped") or "reason" in done:
+        return {**_skipped_value(), **value}
+    ok = value.get("ok", not done.get("ignored"))
+    return {"ok": ok, "changed": bool(done.get("changed")), "failed": not ok,
+            "skipped": False, "elapsed": done.get("elapsed", 0.0),
+            "message": done.get("message", ""), "attempts": done.get("attempts", 1), **value}
 
 
 _MISSING = object()

@@ -102,7 +102,10 @@ class Ran:
         return found[-1]
 
     def value(self, step_id: str) -> dict:
-        return self.end(step_id).data["value"]
+        """The step's registered value, as resume rebuilds it from the journal."""
+        from engine.executor import restored_value
+
+        return restored_value(self.end(step_id).data)
 
 
 def run_inprocess(directory: Path, text: str, *, extra=(), inventories=(), **options) -> Ran:
