@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator
 from engine import actions
 from engine.errors import SourceError, SourceErrors
 from engine.loader import Document, load_file
+from engine.memory import paused_gc
 from engine.model import Input, Runbook, Step, StepKind, Verify, parse_duration
 from engine.schema import STEP_KEYWORDS, combinator_message, did_you_mean, pick_branch, schema_errors
 from engine.templating import Templar, TemplateFailure
@@ -35,8 +36,10 @@ def load_runbook(path: str | Path, known_names: Iterable[str] = (), *,
     and name checks are skipped — they could only repeat their verdict — which
     makes resuming a long run fast.
     """
-    doc = load_file(path)
+    doc = load_file(path, scalar_positions=trusted_sha256 is None)
     trusted = trusted_sha256 is not None and trusted_sha256 == _sha256(doc.text)
+    if trusted_sha256 is not None and not trusted:
+        doc = load_file(path)  # changed since validated: full positions for the errors
     return compile_runbook(doc, known_names, trusted=trusted)
 
 
@@ -50,7 +53,8 @@ def compile_runbook(doc: Document, known_names: Iterable[str] = (), *,
     if not isinstance(doc.data, dict):
         raise SourceErrors(errors)
     compiler = _Compiler(doc, check_args=not trusted)
-    runbook = compiler.runbook()
+    with paused_gc():
+        runbook = compiler.runbook()
     errors += compiler.errors
     if not trusted:
         errors += _undefined_names(doc, runbook, compiler, set(known_names))

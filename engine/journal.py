@@ -27,6 +27,7 @@ from typing import Callable, Iterable
 
 from engine.errors import EngineError, RunHeld, RunNotFound, UsageError
 from engine.events import JOURNAL_REPAIRED, Event, canonical, event_hash, json_safe
+from engine.memory import paused_gc
 
 GENESIS = "0" * 64
 JOURNAL_NAME = "journal.jsonl"
@@ -71,11 +72,12 @@ def read_events(path: Path) -> ReadResult:
         raise RunNotFound(f"no journal at {path}") from None
     lines = raw.split(b"\n")
     trailing = lines.pop() if lines else b""
-    for number, line in enumerate(lines, 1):
-        event = _parse_line(line)
-        if event is None:
-            raise JournalCorrupt(f"{path}:{number}: unreadable journal line")
-        events.append(event)
+    with paused_gc():
+        for number, line in enumerate(lines, 1):
+            event = _parse_line(line)
+            if event is None:
+                raise JournalCorrupt(f"{path}:{number}: unreadable journal line")
+            events.append(event)
     torn = None
     if trailing.strip():
         event = _parse_line(trailing)
