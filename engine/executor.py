@@ -193,7 +193,11 @@ class Executor:
     def _block(self, step: Step, scope: dict, tags: frozenset) -> None:
         if not self._group_allowed(step, scope):
             return
-        local = self._local_scope(step, scope)
+        try:
+            local = self._local_scope(step, scope)
+        except TemplateFailure as exc:
+            self._fail(step, _ref(step), f"{step.pos}: {exc}")
+            return
         try:
             rescued = self.replay.rescued.get(step.id)
             if rescued is None:
@@ -275,8 +279,8 @@ class Executor:
         if not self._selected(tags):
             self.emit(ev.STEP_SKIPPED, ref, {"reason": "excluded by --tags/--skip-tags"})
             return
-        local = self._local_scope(step, scope)
         try:
+            local = self._local_scope(step, scope)
             if step.when is not None and not self.templar.truth(step.when, local):
                 self.emit(ev.STEP_SKIPPED, ref, {"reason": f"condition false: {_when_text(step.when)}",
                                                  "value": _skipped_value()})
@@ -286,7 +290,7 @@ class Executor:
             self._plan_conditional(step, scope, ref, unknown)
             return
         except TemplateFailure as exc:
-            self._fail(step, ref, f"{step.pos}: when: {exc}")
+            self._fail(step, ref, f"{step.pos}: {exc}")
             self._register(step, scope, _failed_value(str(exc)))
             return
         if self.guide.step_mode and not self.options.dry_run:
@@ -332,6 +336,8 @@ class Executor:
                 local[name] = self.templar.render(value, local)
             except UnknownValue as unknown:  # dry-run: the step's arguments become unknown
                 local[name] = unknown.unknown
+            except TemplateFailure as exc:
+                raise TemplateFailure(f"vars.{name}: {exc}") from None
         return local
 
     def _plan_conditional(self, step: Step, scope: dict, ref: dict, unknown: UnknownValue) -> None:
@@ -503,6 +509,8 @@ class Executor:
                             message=f"timed out after {step.timeout:g}s")
         if action.sets_facts and result.ok:
             scope.update(result.data)
+        if step.mutates is False and result.changed:
+            result = replace(result, changed=False)  # the author declared it a read-only probe
         return _value(result, elapsed)
 
     def _attempt_problem(self, step: Step, value: dict, scope: dict) -> str | None:
@@ -542,9 +550,17 @@ class Executor:
             if self.ctx.cancelled.wait(check.delay):
                 raise KeyboardInterrupt
             value.update(self._invoke(step, ref, action, args, scope))  # re-probe read-only state
-        message = check.message or f"verification failed: {failed}"
+        message = self._verify_message(check, failed, self._result_scope(step, scope, value))
         self.emit(ev.VERIFY_FAILED, ref, {"that": list(check.that), "message": message})
         return message
+
+    def _verify_message(self, check: Verify, failed: str, scope: dict) -> str:
+        if not check.message:
+            return f"verification failed: {failed}"
+        try:
+            return str(self.templar.render(check.message, scope))
+        except (TemplateFailure, UnknownValue):
+            return check.message
 
     def _failed_expression(self, check: Verify, scope: dict) -> str | None:
         for expression in check.that:

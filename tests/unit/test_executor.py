@@ -550,3 +550,54 @@ def test_undefined_key_in_when_fails_the_step_instead_of_crashing(tmp_path):
     """)
     assert ran.status == "failed"
     assert "nonexistent_key" in ran.end("cond").data["message"]
+
+
+def test_template_error_in_step_vars_fails_the_step_not_the_engine(tmp_path):
+    ran = run_inprocess(tmp_path, """\
+name: Vars error
+steps:
+  - name: Divides
+    vars: {ratio: "{{ 1 / 0 }}"}
+    command: [echo, "{{ ratio }}"]
+  - block:
+      - name: Inner
+        command: [echo, "{{ other }}"]
+    vars: {other: "{{ 1 / 0 }}"}
+    ignore_errors: true
+""")
+    assert ran.status == "failed"
+    failed = ran.of("divides", "step.failed")[0]
+    assert "vars.ratio" in failed.data["message"] and "ZeroDivisionError" in failed.data["message"]
+
+
+def test_read_only_command_reports_no_change(tmp_path):
+    ran = run_inprocess(tmp_path, """\
+name: Probe
+steps:
+  - name: Probe
+    command: [echo, hi]
+    mutates: false
+    register: probe
+  - name: Real change
+    command: [echo, hi]
+""")
+    assert ran.status == "completed"
+    assert ran.value("probe")["changed"] is False
+    assert ran.value("real-change")["changed"] is True
+
+
+def test_verify_message_is_a_template(tmp_path):
+    ran = run_inprocess(tmp_path, """\
+name: Message
+inputs:
+  expected: {type: integer, default: 5}
+steps:
+  - name: Count
+    command: [echo, "3"]
+    register: out
+    verify:
+      - that: out.stdout | int == expected
+        message: "expected {{ expected }} rows, found {{ out.stdout }}"
+""")
+    assert ran.status == "failed"
+    assert ran.of("count", "step.failed")[0].data["message"] == "expected 5 rows, found 3"
