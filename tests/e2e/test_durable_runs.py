@@ -443,3 +443,24 @@ steps:
     flaky = next(line for line in shown.splitlines() if "flaky" in line)
     assert "x2" in flaky
     assert "verify out.stdout.strip() == 'hi': passed" in shown
+
+
+def test_second_ctrl_c_exits_at_once(tmp_path):
+    """While the first Ctrl-C waits for a step that ignores SIGTERM, a second one exits now."""
+    (tmp_path / "rb.yaml").write_text(
+        "name: Stubborn\nsteps:\n  - name: ignores TERM\n"
+        "    shell: \"trap '' TERM; echo ready > ready.txt; sleep 30\"\n")
+    process = subprocess.Popen(ENGINE + ["run", "rb.yaml", "--state-dir", "state", "--run-id", "s"],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "ready.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)   # the engine now waits up to 1 s for TERM, then KILLs
+    time.sleep(0.2)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=5) == 130
+    assert time.monotonic() - sent < 0.5  # without it: >= 0.8 s (1 s TERM grace, then KILL)
+    # the run can still be resumed from what the journal holds
+    events = journal_events(tmp_path / "state", "s")
+    assert events[0]["type"] == "run.started"
