@@ -132,11 +132,12 @@ class Executor:
                                                    "steps": [e.step.id for e in entries]})
         for entry in entries:
             for rb_step, record in zip(entry.step.rollback, entry.records):
-                if self.replay.completed.get(rb_step.id) is not None:
+                ref = entry.ref(rb_step)
+                if self.replay.completed.get(step_key(ref)) is not None:
                     continue
                 recorded = replace(rb_step, args=record.get("args"), rollback=())
                 try:
-                    self._execute(recorded, self.scope, _ref(rb_step))
+                    self._execute(recorded, self.scope, ref)
                 except StepFailed as failure:
                     return RunOutcome("failed", self.findings, failure.step.id,
                                       f"rollback failed: {failure.message}")
@@ -481,7 +482,7 @@ class Executor:
         data = self._end_data(step, value)
         if step.rollback:
             data["rollback"] = self.undo_log.record(step, self._result_scope(step, scope, value),
-                                                    self.templar)
+                                                    self.templar, ref.get("item"))
         self.emit(ev.STEP_SUCCEEDED, ref, data)
         return value
 

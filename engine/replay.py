@@ -20,7 +20,8 @@ class ReplayState:
     in_doubt: dict[str, Event] = field(default_factory=dict)
     rescued: dict[str, dict] = field(default_factory=dict)  # block id -> failure it rescued
     started: Event | None = None
-    undo: list[tuple[str, list]] = field(default_factory=list)  # (step id, rollback records)
+    #: (step id, rollback records, loop item or None), in completion order
+    undo: list[tuple[str, list, int | None]] = field(default_factory=list)
     rollback_started: Event | None = None
     last_end: Event | None = None
 
@@ -44,7 +45,8 @@ def replay(events: list[Event]) -> ReplayState:
             if _final(event):
                 state.completed[key] = event.data
                 if event.type == ev.STEP_SUCCEEDED and event.data.get("rollback"):
-                    state.undo.append((event.step["id"], event.data["rollback"]))
+                    state.undo.append((event.step["id"], event.data["rollback"],
+                                       event.step.get("item")))
             else:
                 state.completed.pop(key, None)
         elif event.type == ev.STEP_RESCUED:

@@ -18,6 +18,12 @@ from engine.templating import Templar, TemplateFailure, UnknownValue
 class UndoEntry:
     step: Step
     records: list[dict]
+    item: int | None = None  # the loop item that was undone, for a looped step
+
+    def ref(self, undo: Step) -> dict:
+        """Journal reference of one rollback step (per loop item, so each is resumable)."""
+        ref = {"id": undo.id, "path": undo.path, "name": undo.label}
+        return ref if self.item is None else {**ref, "item": self.item}
 
 
 class UndoLog:
@@ -25,11 +31,12 @@ class UndoLog:
 
     def __init__(self, runbook: Runbook, replay: ReplayState) -> None:
         steps = {s.id: s for s in runbook.walk()}
-        self._entries = [UndoEntry(steps[step_id], records)
-                         for step_id, records in replay.undo if step_id in steps]
+        self._entries = [UndoEntry(steps[step_id], records, item)
+                         for step_id, records, item in replay.undo if step_id in steps]
         self._lock = threading.Lock()
 
-    def record(self, step: Step, scope: dict, templar: Templar) -> list[dict]:
+    def record(self, step: Step, scope: dict, templar: Templar,
+               item: int | None = None) -> list[dict]:
         """Render ``step.rollback`` now and remember it; returns the records for the journal."""
         records = []
         for undo in step.rollback:
@@ -41,7 +48,7 @@ class UndoLog:
             records.append({"id": undo.id, "action": undo.action, "args": args,
                             **({"render_error": problem} if problem else {})})
         with self._lock:
-            self._entries.append(UndoEntry(step, records))
+            self._entries.append(UndoEntry(step, records, item))
         return records
 
     def pending(self) -> list[UndoEntry]:

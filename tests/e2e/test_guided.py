@@ -387,3 +387,26 @@ steps:
     assert len(of_type(evts, "rollback.completed")) == 1
     done = run_cli(tmp_path, "resume", "rr", "--state-dir", "state")
     assert done.returncode == 0 and "rolled back" in done.stderr + done.stdout
+
+
+def test_rollback_of_a_looped_step_undoes_every_item_once(tmp_path):
+    (tmp_path / "rb.yaml").write_text("""\
+name: Looped rollback
+on_failure: rollback
+steps:
+  - name: Scale down
+    command: [sh, -c, 'echo "down {{ item }}" >> log.txt']
+    loop: [api, worker]
+    rollback:
+      - name: Scale up
+        command: [sh, -c, 'test -f gate-{{ item }} && echo "up {{ item }}" >> log.txt']
+  - name: Break
+    command: ["false"]
+""")
+    (tmp_path / "gate-worker").touch()
+    first = run_cli(tmp_path, "run", "rb.yaml", "--state-dir", "state", "--run-id", "lr")
+    assert first.returncode == 1 and "rollback failed" in first.stdout  # api's gate is missing
+    (tmp_path / "gate-api").touch()
+    assert run_cli(tmp_path, "resume", "lr", "--state-dir", "state").returncode == 1
+    assert (tmp_path / "log.txt").read_text().splitlines() == [
+        "down api", "down worker", "up worker", "up api"]
