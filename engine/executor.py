@@ -23,6 +23,8 @@ from engine.journal import Journal
 from engine.model import Runbook, Step, StepKind, Verify
 from engine.replay import ReplayState, step_key
 from engine.rollback import UndoLog
+from engine.values import (STANDARD_KEYS, failed_value, loop_value, restored_value,
+                           result_value, skipped_value)
 from engine.templating import (Redactor, Templar, TemplateFailure, Unknown, UnknownValue,
                                contains_unknown)
 
@@ -284,21 +286,21 @@ class Executor:
             local = self._local_scope(step, scope)
             if step.when is not None and not self.templar.truth(step.when, local):
                 self.emit(ev.STEP_SKIPPED, ref, {"reason": f"condition false: {_when_text(step.when)}",
-                                                 "value": _skipped_value()})
-                self._register(step, scope, _skipped_value())
+                                                 "value": skipped_value()})
+                self._register(step, scope, skipped_value())
                 return
         except UnknownValue as unknown:
             self._plan_conditional(step, scope, ref, unknown)
             return
         except TemplateFailure as exc:
             self._fail(step, ref, f"{step.pos}: {exc}")
-            self._register(step, scope, _failed_value(str(exc)))
+            self._register(step, scope, failed_value(str(exc)))
             return
         if self.guide.step_mode and not self.options.dry_run:
             if self.guide.before_step(step, ref, self._preview(step, local)) == "skip":
                 self.emit(ev.STEP_SKIPPED, ref, {"reason": "skipped by the operator",
-                                                 "value": _skipped_value()})
-                self._register(step, scope, _skipped_value())
+                                                 "value": skipped_value()})
+                self._register(step, scope, skipped_value())
                 return
         if step.loop is not None:
             self._loop(step, scope, local, ref)
@@ -379,7 +381,7 @@ class Executor:
         else:
             for index in range(len(items)):
                 run_item(index)
-        self._register(step, scope, _loop_value(results))
+        self._register(step, scope, loop_value(results))
 
     def _loop_items(self, step: Step, scope: dict) -> list:
         items = step.loop
@@ -423,8 +425,8 @@ class Executor:
                     continue
                 if decision == "skip":
                     self.emit(ev.STEP_SKIPPED, ref, {"reason": "skipped by the operator after "
-                                                     "a failure", "value": _skipped_value()})
-                    return _skipped_value()
+                                                     "a failure", "value": skipped_value()})
+                    return skipped_value()
                 raise
 
     def _render_args(self, step: Step, cls, scope: dict) -> Any:
@@ -512,7 +514,7 @@ class Executor:
             scope.update(result.data)
         if step.mutates is False and result.changed:
             result = replace(result, changed=False)  # the author declared it a read-only probe
-        return _value(result, elapsed)
+        return result_value(result, elapsed)
 
     def _attempt_problem(self, step: Step, value: dict, scope: dict) -> str | None:
         if step.until is None:
@@ -579,11 +581,11 @@ class Executor:
         # The standard keys are already above: keep only the action's own data,
         # which ``restored_value`` puts back together on resume.
         data["value"] = HIDDEN if step.no_log else {
-            k: v for k, v in value.items() if k not in _STANDARD_KEYS or k == "ok"}
+            k: v for k, v in value.items() if k not in STANDARD_KEYS or k == "ok"}
         return data
 
     def _fail(self, step: Step, ref: dict, message: str, value: dict | None = None) -> dict:
-        value = value or _failed_value(message)
+        value = value or failed_value(message)
         if step.no_log:  # a failure message may quote the hidden output (stderr's last line)
             message = f"failed, details {HIDDEN}"
         data = self._end_data(step, value)
@@ -613,29 +615,12 @@ class Executor:
     def _restore(self, step: Step, scope: dict, done: dict) -> None:
         value = restored_value(done)
         if step.action and actions.get_action(step.action).sets_facts and isinstance(value, dict):
-            facts = {k: v for k, v in value.items() if k not in _STANDARD_KEYS}
+            facts = {k: v for k, v in value.items() if k not in STANDARD_KEYS}
             scope.update(facts)
         self._register(step, scope, value)
 
 
-def restored_value(done: dict) -> Any:
-    """A completed step's registered value, rebuilt from its journaled end event's data."""
-    value = done.get("value")
-    if not isinstance(value, dict):
-        return value  # hidden (no_log) or absent
-    if value.get("skipped") or "reason" in done:
-        return {**_skipped_value(), **value}
-    ok = value.get("ok", not done.get("ignored"))
-    return {"ok": ok, "changed": bool(done.get("changed")), "failed": not ok,
-            "skipped": False, "elapsed": done.get("elapsed", 0.0),
-            "message": done.get("message", ""), "attempts": done.get("attempts", 1), **value}
-
-
 _MISSING = object()
-_STANDARD_KEYS = frozenset({"ok", "changed", "failed", "skipped", "elapsed", "message",
-                            "attempts"})
-
-
 def _forward_steps(runbook: Runbook) -> list[Step]:
     """Action steps of the runbook in order, without rollback steps."""
     out = []
@@ -663,31 +648,6 @@ def _when_text(when: Any) -> str:
     if isinstance(when, list):
         return " and ".join(f"({w})" for w in when)
     return str(when)
-
-
-def _value(result: Result, elapsed: float) -> dict:
-    value = dict(result.data)
-    value.update(ok=result.ok, changed=result.changed, failed=not result.ok, skipped=False,
-                 elapsed=round(elapsed, 3), message=result.message)
-    return value
-
-
-def _failed_value(message: str) -> dict:
-    return {"ok": False, "changed": False, "failed": True, "skipped": False, "elapsed": 0.0,
-            "message": message}
-
-
-def _skipped_value() -> dict:
-    return {"ok": True, "changed": False, "failed": False, "skipped": True, "elapsed": 0.0,
-            "message": "skipped"}
-
-
-def _loop_value(results: list) -> dict:
-    real = [r for r in results if isinstance(r, dict)]
-    return {"results": results, "ok": all(r.get("ok", True) for r in real),
-            "changed": any(r.get("changed") for r in real),
-            "failed": any(r.get("failed") for r in real), "skipped": False,
-            "elapsed": round(sum(r.get("elapsed", 0) for r in real), 3), "message": ""}
 
 
 def _one_line(text: str) -> str:

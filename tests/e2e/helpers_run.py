@@ -103,7 +103,7 @@ class Ran:
 
     def value(self, step_id: str) -> dict:
         """The step's registered value, as resume rebuilds it from the journal."""
-        from engine.executor import restored_value
+        from engine.values import restored_value
 
         return restored_value(self.end(step_id).data)
 
