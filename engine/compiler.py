@@ -20,7 +20,8 @@ from engine.errors import SourceError, SourceErrors
 from engine.loader import Document, load_file
 from engine.memory import paused_gc
 from engine.model import Input, Runbook, Step, StepKind, Verify, parse_duration
-from engine.schema import STEP_KEYWORDS, combinator_message, did_you_mean, pick_branch, schema_errors
+from engine.schema import (STEP_KEYWORDS, combinator_message, did_you_mean, fragment_errors,
+                           pick_branch, schema_errors)
 from engine.templating import Templar, TemplateFailure
 
 GROUP_KEYS = ("block", "rescue", "always")
@@ -88,6 +89,8 @@ class _Compiler:
     loop_vars: set[str] = field(default_factory=set)
     step_vars: set[str] = field(default_factory=set)
     id_suffix: dict[str, int] = field(default_factory=dict)  # last "-N" given to each slug
+    fragments: list[Document] = field(default_factory=list)  # included step files
+    _including: list[str] = field(default_factory=list)      # the include chain, for cycles
 
     def error(self, path: tuple, message: str, *, key: bool = False) -> None:
         self.errors.append(self.doc.error(path, message, key=key))
@@ -104,7 +107,8 @@ class _Compiler:
             rpo=self.duration(data, ("rpo",)), inputs=self.inputs(data.get("inputs")),
             vars=data.get("vars") if isinstance(data.get("vars"), dict) else {},
             on_failure=str(data.get("on_failure", "stop")),
-            fingerprint=_sha256(self.doc.text))
+            fingerprint=_sha256(self.doc.text),
+            includes=tuple(fragment.path for fragment in self.fragments))
 
     def inputs(self, raw: Any) -> dict[str, Input]:
         if not isinstance(raw, dict):
@@ -184,7 +188,7 @@ class _Compiler:
         action = self._find_action(item, path)
         if "parallel" in item and isinstance(item["parallel"], list):
             kind = StepKind.PARALLEL
-        elif "block" in item:
+        elif "block" in item or "include" in item:
             kind = StepKind.BLOCK
         else:
             kind = StepKind.ACTION
@@ -223,11 +227,55 @@ class _Compiler:
             vars=item.get("vars") if isinstance(item.get("vars"), dict) else {},
             rollback=self.steps(item.get("rollback"), path + ("rollback",), step_id + "-rollback",
                                 sub + "rollback."),
-            block=self.steps(item.get("block"), path + ("block",), "", sub + "block."),
+            block=self.steps(item.get("block"), path + ("block",), "", sub + "block.")
+            if "include" not in item else self.include(item, path + ("include",), sub),
             rescue=self.steps(item.get("rescue"), path + ("rescue",), "", sub + "rescue."),
             always=self.steps(item.get("always"), path + ("always",), "", sub + "always."),
             children=self.steps(item.get("parallel"), path + ("parallel",), "", sub + "parallel.")
             if kind is StepKind.PARALLEL else ())
+
+    # --- include: steps from another file, compiled in place ---
+    def include(self, item: dict, path: tuple, sub: str) -> tuple[Step, ...]:
+        """The steps of an included file (a YAML list of steps), with their own positions."""
+        if "block" in item:
+            self.error(path, "a step cannot have both 'include' and 'block'", key=True)
+            return ()
+        target = item.get("include")
+        if not isinstance(target, str):
+            return ()  # the schema reported it
+        resolved = str((Path(self.doc.path).parent / target).resolve())
+        if resolved in self._including:
+            self.error(path, f"include cycle: {' -> '.join(self._including + [resolved])}")
+            return ()
+        fragment = self._load_fragment(resolved, path)
+        if fragment is None:
+            return ()
+        outer = self.doc
+        self._including.append(resolved)
+        self.doc = fragment
+        try:
+            self._reserve_explicit_ids(fragment.data, ())
+            return self.steps(fragment.data, (), "", sub + "include.")
+        finally:
+            self.doc = outer
+            self._including.pop()
+
+    def _load_fragment(self, resolved: str, path: tuple) -> Document | None:
+        try:
+            fragment = load_file(resolved)
+        except SourceError as exc:
+            if "cannot read file" in exc.message:
+                self.error(path, f"cannot include {resolved}: {exc.message}")
+            else:
+                self.errors.append(exc)
+            return None
+        problems = fragment_errors(fragment)
+        self.errors += problems
+        if problems and not isinstance(fragment.data, list):
+            return None
+        if fragment not in self.fragments:
+            self.fragments.append(fragment)
+        return fragment
 
     def _find_action(self, item: dict, path: tuple) -> str:
         found = []
@@ -352,7 +400,16 @@ def _undefined_names(doc: Document, runbook: Runbook, compiler: _Compiler,
     defined = (set(runbook.inputs) | set(runbook.vars) | compiler.registered | compiler.facts
                | compiler.loop_vars | compiler.step_vars | Templar.BUILTINS | known)
     errors = []
-    for path, text, is_expression in _templated_strings(doc.data):
+    sources = [(doc, _templated_strings(doc.data))]
+    sources += [(fragment, _step_list_strings(fragment.data, ())) for fragment in compiler.fragments]
+    for source, strings in sources:
+        errors += _check_names(source, strings, templar, defined)
+    return errors
+
+
+def _check_names(doc: Document, strings, templar: Templar, defined: set[str]) -> list[SourceError]:
+    errors = []
+    for path, text, is_expression in strings:
         try:
             names = (templar.names_in_expression(text) if is_expression
                      else templar.names_in_template(text))

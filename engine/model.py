@@ -144,6 +144,7 @@ class Runbook:
     vars: dict = field(default_factory=dict)
     on_failure: str = "stop"
     fingerprint: str = ""
+    includes: tuple[str, ...] = ()  # absolute paths of included step files
 
     def walk(self):
         """Every step, depth first, including nested and rollback steps."""

@@ -71,7 +71,7 @@ def resume_run(request: ResumeRequest, observers: list[Callable] = (),
         changes = _changes(started.data)
         if changes and not request.allow_changed:
             raise RunbookChanged(_changed_message(request.run_id, changes, started.data))
-        run_request = _original_request(started.data, request)
+        run_request = _original_request(started.data, request, trusted=not changes)
         check_step_mode(run_request.options, request.answers)
         prepared = prepare(run_request)
         load_answers(request.answers)
@@ -108,7 +108,8 @@ def _refuse_finished(events, run_id: str) -> None:
         raise NothingToResume(f"run {run_id} already completed: nothing to resume")
 
 
-def _original_request(data: dict, request: ResumeRequest) -> RunRequest:
+def _original_request(data: dict, request: ResumeRequest, trusted: bool) -> RunRequest:
+    """The run's own request; ``trusted``: no file changed, so re-validation can be skipped."""
     options = RunOptions(dry_run=bool(data.get("dry_run")), strict=bool(data.get("strict")),
                          tags=frozenset(data.get("tags") or ()),
                          skip_tags=frozenset(data.get("skip_tags") or ()),
@@ -119,7 +120,7 @@ def _original_request(data: dict, request: ResumeRequest) -> RunRequest:
                       run_id=request.run_id, state_dir=request.state_dir,
                       operator=request.operator, answers=request.answers,
                       state_url=request.state_url,
-                      trusted_sha256=data["runbook"].get("sha256"))
+                      trusted_sha256=data["runbook"].get("sha256") if trusted else None)
 
 
 # --- changed files ---

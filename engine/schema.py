@@ -51,6 +51,9 @@ STEP_KEYWORDS: dict[str, dict] = {
     "rollback": {"type": "array", "items": {"$ref": "#/$defs/step"},
                  "description": "Steps that undo this one, run by a rollback."},
     "block": {"type": "array", "items": {"$ref": "#/$defs/step"}, "description": "A group of steps."},
+    "include": {"type": "string", "minLength": 1,
+                "description": "Steps from another file (a YAML list of steps), path relative "
+                               "to this file; `vars`, `when` and `tags` apply to all of them."},
     "rescue": {"type": "array", "items": {"$ref": "#/$defs/step"}, "description": "Run when a step in `block` fails."},
     "always": {"type": "array", "items": {"$ref": "#/$defs/step"}, "description": "Run after `block` whatever happened."},
 }
@@ -142,7 +145,7 @@ def runbook_schema() -> dict:
         schema.setdefault("description", action.summary())
         properties[name] = schema
     one_action = [{"required": [name]} for name in actions]
-    one_action += [{"required": ["block"]}, {"required": ["parallel"], "properties": {
+    one_action += [{"required": ["block"]}, {"required": ["include"]}, {"required": ["parallel"], "properties": {
         "parallel": {"type": "array"}}}]
     # oneOf, not anyOf: a step runs exactly one action (or is one group).
     step = {"type": "object", "title": "Step",
@@ -190,7 +193,12 @@ def inventory_schema() -> dict:
 def _validator(kind: str):
     from jsonschema import Draft202012Validator
 
-    schema = structural_schema() if kind == "runbook" else inventory_schema()
+    if kind == "fragment":  # an included file: a list of steps, checked like a runbook's
+        base = structural_schema()
+        schema = {"$schema": DIALECT, "type": "array", "items": {"$ref": "#/$defs/step"},
+                  "$defs": base["$defs"]}
+    else:
+        schema = structural_schema() if kind == "runbook" else inventory_schema()
     return Draft202012Validator(schema)
 
 
@@ -201,6 +209,15 @@ def schema_errors(doc: Document, kind: str = "runbook") -> list[SourceError]:
         what = "empty" if data is None else f"a {type(data).__name__}"
         return [doc.error((), f"a {kind} must be a mapping at the top level, this file is {what}")]
     return [err for error in _validator(kind).iter_errors(data) for err in _convert(doc, error)]
+
+
+def fragment_errors(doc: Document) -> list[SourceError]:
+    """Schema violations in an included file: a list of steps."""
+    data = doc.data
+    if not isinstance(data, list) or not data:
+        what = "empty" if not data else f"a {type(data).__name__}"
+        return [doc.error((), f"an included file must be a list of steps, this file is {what}")]
+    return [err for error in _validator("fragment").iter_errors(data) for err in _convert(doc, error)]
 
 
 def _convert(doc: Document, error) -> Iterator[SourceError]:
