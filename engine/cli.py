@@ -118,7 +118,7 @@ def run(runbook, inventories, extra, dry_run, strict, tags, skip_tags, start_at,
                          on_failure=on_failure)
     request = RunRequest(runbook=runbook, inventories=list(inventories), extra=list(extra),
                          options=options, run_id=run_id, state_dir=state_dir, operator=operator,
-                         answers=answers, state_url=state_url)
+                         answers=answers, state_url=state_url, exits_after=True)
     handle = start_run(request, [_reporter(output)])
     sys.exit(_exit_code(handle.outcome, handle.options))
 
@@ -174,7 +174,7 @@ def resume(run_id, in_doubt, allow_changed, state_dir, state_url, operator, outp
     request = ResumeRequest(run_id=run_id, state_dir=state_dir, state_url=state_url,
                             operator=operator,
                             in_doubt=in_doubt, allow_changed=allow_changed, step_mode=step_mode,
-                            answers=answers, on_failure=on_failure)
+                            answers=answers, on_failure=on_failure, exits_after=True)
     ask = _ask_in_doubt if sys.stdin.isatty() and not in_doubt else None
     handle = resume_run(request, [_reporter(output)], ask)
     sys.exit(_exit_code(handle.outcome, handle.options))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -83,14 +84,20 @@ class Executor:
         ctx.guide = self.guide
         self.undo_log = UndoLog(runbook, self.replay)
         self._ordinals = {s.id: n for n, s in enumerate(_forward_steps(runbook), 1)}
+        self.guard = None  # set by run()
 
     # --- the run ---
-    def run(self, release=None) -> RunOutcome:
-        """Run to the end, a pause, an abort or an interrupt. ``release`` delivers held signals."""
+    def run(self, guard=None) -> RunOutcome:
+        """Run to the end, a pause, an abort or an interrupt.
+
+        ``guard`` (engine.interrupts.InterruptGuard) holds Ctrl-C/SIGTERM/SIGHUP
+        except while an action, a wait or an operator prompt is under way (see
+        ``_interruptible``), so an interrupt never falls between a step's events;
+        once the run's end is journaled, later signals are ignored.
+        """
         start = time.monotonic()
+        self.guard = guard
         try:
-            if release is not None:
-                release()
             outcome = self._run_or_roll_back()
         except RunPaused as pause:
             outcome = RunOutcome("paused", self.findings, message=_paused_message(pause))
@@ -105,7 +112,12 @@ class Executor:
                                          f"{self.journal.run_id}'")
         finally:
             self.ctx.close()
-        self._finish(outcome, time.monotonic() - start)
+        try:
+            self._finish(outcome, time.monotonic() - start)
+        except KeyboardInterrupt:
+            pass  # arrived while the end was being journaled: the run is over, and says so
+        if guard is not None:
+            guard.finished = True
         return outcome
 
     def _run_or_roll_back(self) -> RunOutcome:
@@ -241,6 +253,23 @@ class Executor:
         if errors:
             raise errors[0]
 
+    @contextmanager
+    def _interruptible(self):
+        """Let a held signal in while an action, a wait or a prompt runs (main thread only)."""
+        if self.guard is None or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self.guard.release()  # a signal that waited is raised here, before anything starts
+        try:
+            yield
+        finally:
+            self.guard.hold()
+
+    def _checkpoint(self) -> None:
+        """Deliver a signal that arrived between steps, before the next step starts."""
+        with self._interruptible():
+            pass
+
     def _run_concurrently(self, fn, count: int, workers: int) -> list[StepFailed]:
         """Run ``fn(i)`` for i in range(count) on ``workers`` threads; collect step failures."""
         failures: list[StepFailed] = []
@@ -249,7 +278,8 @@ class Executor:
             try:
                 for future in futures:
                     try:
-                        future.result()
+                        with self._interruptible():
+                            future.result()
                     except StepFailed as failure:
                         failures.append(failure)
             except KeyboardInterrupt:
@@ -297,7 +327,9 @@ class Executor:
             self._register(step, scope, failed_value(str(exc)))
             return
         if self.guide.step_mode and not self.options.dry_run:
-            if self.guide.before_step(step, ref, self._preview(step, local)) == "skip":
+            with self._interruptible():
+                decision = self.guide.before_step(step, ref, self._preview(step, local))
+            if decision == "skip":
                 self.emit(ev.STEP_SKIPPED, ref, {"reason": "skipped by the operator",
                                                  "value": skipped_value()})
                 self._register(step, scope, skipped_value())
@@ -415,12 +447,14 @@ class Executor:
             plan = f"{step.action} {HIDDEN}" if step.no_log else self._plan_line(action, args, step)
             return self._planned(step, ref, plan, None, shown)
         while True:
+            self._checkpoint()
             self.emit(ev.STEP_STARTED, ref, {"action": step.action, "args": shown,
                                               "mutates": mutates})
             try:
                 return self._attempts(step, ref, action, args, scope)
             except StepFailed as failure:
-                decision = self.guide.after_failure(step, ref, failure.message)
+                with self._interruptible():
+                    decision = self.guide.after_failure(step, ref, failure.message)
                 if decision == "retry":
                     continue
                 if decision == "skip":
@@ -447,7 +481,8 @@ class Executor:
 
     def _plan_line(self, action, args, step: Step) -> str:
         try:
-            return _one_line(action.plan(args, self.ctx))
+            with self._interruptible():  # a plan may do slow read-only look-ups
+                return _one_line(action.plan(args, self.ctx))
         except ActionError as exc:
             return f"{step.action}: {exc}"
         except Exception as exc:  # a plan must never end a rehearsal
@@ -471,7 +506,9 @@ class Executor:
                 break
             self.emit(ev.STEP_RETRY, ref, {"attempt": attempt,
                                            "message": HIDDEN if step.no_log else problem})
-            if self.ctx.cancelled.wait(step.delay):
+            with self._interruptible():
+                cancelled = self.ctx.cancelled.wait(step.delay)
+            if cancelled:
                 raise KeyboardInterrupt
         if problem is None:
             problem = self._verify(step, ref, action, args, scope, value)
@@ -493,7 +530,8 @@ class Executor:
         self.ctx.bind_step(deadline, lambda expr: self.templar.truth(expr, scope), step, ref)
         start = time.monotonic()
         try:
-            result = action.run(args, self.ctx)
+            with self._interruptible():
+                result = action.run(args, self.ctx)
         except ActionError as exc:
             result = Result(ok=False, message=str(exc))
         except TemplateFailure as exc:
@@ -550,7 +588,9 @@ class Executor:
             if tries >= check.retries or (action.mutates and step.mutates is not False):
                 break
             tries += 1
-            if self.ctx.cancelled.wait(check.delay):
+            with self._interruptible():
+                cancelled = self.ctx.cancelled.wait(check.delay)
+            if cancelled:
                 raise KeyboardInterrupt
             value.update(self._invoke(step, ref, action, args, scope))  # re-probe read-only state
         message = self._verify_message(check, failed, self._result_scope(step, scope, value))

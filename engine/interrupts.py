@@ -34,7 +34,24 @@ class InterruptGuard:
             signal.signal(sig, handler)
         self._previous.clear()
 
+    def finish(self, keep_handlers: bool) -> None:
+        """The run is over. A CLI about to exit keeps the handlers, which now ignore
+        signals: a Ctrl-C in the last milliseconds cannot turn a finished run's exit
+        code into a signal death. Library callers get their old handlers back."""
+        self.finished = True
+        if not keep_handlers:
+            self.uninstall()
+        elif threading.current_thread() is threading.main_thread():
+            # SIG_IGN rather than a Python handler: interpreter shutdown resets
+            # Python handlers to the default, which would kill the process.
+            for sig in HANDLED:
+                signal.signal(sig, signal.SIG_IGN)
+
+    finished = False
+
     def _handle(self, signum, frame) -> None:
+        if self.finished:
+            return
         self.received += 1
         if self.received > 1:
             os._exit(EXIT_INTERRUPTED)

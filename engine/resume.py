@@ -52,6 +52,7 @@ class ResumeRequest:
     step_mode: bool = False
     answers: str | None = None
     on_failure: str | None = None
+    exits_after: bool = False  # the CLI: keep ignoring signals once the run is over
 
 
 def resume_run(request: ResumeRequest, observers: list[Callable] = (),
@@ -87,7 +88,7 @@ def resume_run(request: ResumeRequest, observers: list[Callable] = (),
         _record_skips(journal, state, decisions)
         outcome = _execute(prepared, journal, run_request.options, state, request.answers, guard)
     finally:
-        guard.uninstall()
+        guard.finish(keep_handlers=request.exits_after)
         journal.close()
         lock.release()
     return RunHandle(request.run_id, prepared.runbook, outcome, store, run_request.options)

@@ -38,6 +38,8 @@ class RunRequest:
     operator: str | None = None
     answers: str | None = None
     state_url: str | None = None
+    #: the caller exits right after the run (the CLI): signals stay ignored at the end
+    exits_after: bool = False
     #: a resumed run's runbook fingerprint: an unchanged file skips re-validation
     trusted_sha256: str | None = None
 
@@ -219,7 +221,7 @@ def start_run(request: RunRequest, observers: list[Callable] = ()) -> RunHandle:
         outcome = _execute(prepared, journal, request.options, ReplayState(), request.answers,
                            guard)
     finally:
-        guard.uninstall()
+        guard.finish(keep_handlers=request.exits_after)
         journal.close()
         lock.release()
     return RunHandle(run_id, prepared.runbook, outcome, store, request.options)
@@ -240,7 +242,7 @@ def _execute(prepared: "Prepared", journal, options: RunOptions, replay: ReplayS
         guide = make_guide(journal, options, answers, runbook.rto)
         executor = Executor(runbook, journal, ctx, scope, prepared.extra, options,
                             prepared.redactor, replay, guide)
-        return executor.run(release=guard.release)
+        return executor.run(guard=guard)
     finally:
         journal.guard = None
 
