@@ -464,3 +464,22 @@ def test_second_ctrl_c_exits_at_once(tmp_path):
     # the run can still be resumed from what the journal holds
     events = journal_events(tmp_path / "state", "s")
     assert events[0]["type"] == "run.started"
+
+
+def test_ctrl_c_after_the_run_completed_keeps_its_exit_code(tmp_path):
+    """A signal in the last milliseconds (journal already says completed) must not turn into a crash."""
+    rb = write_appending_runbook(tmp_path, steps=3, pause=0)
+    codes = []
+    for trial in range(8):
+        run_id = f"late-{trial}"
+        process = start_run(tmp_path, rb, run_id)
+        journal = tmp_path / "state" / "runs" / run_id / "journal.jsonl"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and process.poll() is None:
+            if journal.exists() and b"run.completed" in journal.read_bytes():
+                break
+            time.sleep(0.0005)
+        time.sleep(trial * 0.002)
+        process.send_signal(signal.SIGINT)
+        codes.append(process.wait(timeout=10))
+    assert codes == [0] * 8
