@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -42,7 +43,10 @@ def _start_lab(name: str) -> dict:
     try:
         server_bin_dir()
     except LabError as exc:
-        pytest.skip(f"no PostgreSQL server programs on this machine: {exc}")
+        # .ci/run installs the server: in CI a missing server is a failure, not a skip
+        if os.environ.get("CI"):
+            pytest.fail(f"no PostgreSQL server programs on this machine: {exc}")
+        pytest.skip(f"no PostgreSQL server programs on this machine (apt-get install postgresql): {exc}")
     return lab_up(_lab_dir(name))
 
 

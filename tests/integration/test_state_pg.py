@@ -25,7 +25,7 @@ import pytest
 from engine.errors import RunHeld
 from engine.journal import Journal
 
-psycopg = pytest.importorskip("psycopg")
+import psycopg  # noqa: E402  (a core dependency)
 
 
 # --------------------------------------------------------------------------- helpers
