@@ -5,7 +5,6 @@ import getpass
 import json
 import os
 import secrets as pysecrets
-import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
