@@ -107,6 +107,7 @@ class _Compiler:
             rpo=self.duration(data, ("rpo",)), inputs=self.inputs(data.get("inputs")),
             vars=data.get("vars") if isinstance(data.get("vars"), dict) else {},
             on_failure=str(data.get("on_failure", "stop")),
+            rollback_strategy=str(data.get("rollback_strategy", "on_failure")),
             fingerprint=_sha256(self.doc.text),
             includes=tuple(fragment.path for fragment in self.fragments))
 

@@ -122,7 +122,9 @@ class Executor:
 
     def _run_or_roll_back(self) -> RunOutcome:
         if self.replay.rollback_started is not None:  # resumed in the middle of a rollback
-            return self._roll_back(self.replay.rollback_started.data.get("reason", "resumed"))
+            started = self.replay.rollback_started.data
+            return self._roll_back(started.get("reason", "resumed"),
+                                   completed=bool(started.get("completed_run")))
         try:
             self._steps(self.runbook.steps, self.scope, frozenset())
         except StepFailed as failure:
@@ -130,19 +132,30 @@ class Executor:
                 return self._roll_back(failure.message, failure.step.id)
             return RunOutcome("failed", self.findings, failure.step.id, failure.message)
         except RollbackRequested as request:
+            if self.runbook.rollback_strategy == "never":
+                return RunOutcome("failed", self.findings, message=request.reason +
+                                  " — not rolled back: the runbook says rollback_strategy: never")
             return self._roll_back(request.reason)
+        if self.runbook.rollback_strategy == "always" and not self.options.dry_run:
+            return self._roll_back("rollback_strategy: always", completed=True)
         return RunOutcome("completed", self.findings)
 
     def _on_failure(self) -> str:
-        if self.options.dry_run:
+        if self.options.dry_run or self.runbook.rollback_strategy == "never":
             return "stop"
+        if self.runbook.rollback_strategy == "always":
+            return "rollback"
         return self.options.on_failure or self.runbook.on_failure
 
-    def _roll_back(self, reason: str, failed_step: str | None = None) -> RunOutcome:
-        """Run the recorded rollbacks of completed steps, newest first; the run ends failed."""
+    def _roll_back(self, reason: str, failed_step: str | None = None,
+                   completed: bool = False) -> RunOutcome:
+        """Run the recorded rollbacks of completed steps, newest first.
+
+        The run ends failed, or ``completed`` when it succeeded and is rolled back
+        by ``rollback_strategy: always``."""
         entries = self.undo_log.pending()
         if self.replay.rollback_started is None:
-            self.emit(ev.ROLLBACK_STARTED, None, {"reason": reason,
+            self.emit(ev.ROLLBACK_STARTED, None, {"reason": reason, "completed_run": completed,
                                                    "steps": [e.step.id for e in entries]})
         for entry in entries:
             for rb_step, record in zip(entry.step.rollback, entry.records):
@@ -155,9 +168,9 @@ class Executor:
                 except StepFailed as failure:
                     return RunOutcome("failed", self.findings, failure.step.id,
                                       f"rollback failed: {failure.message}")
-        self.emit(ev.ROLLBACK_COMPLETED, None, {"reason": reason,
+        self.emit(ev.ROLLBACK_COMPLETED, None, {"reason": reason, "completed_run": completed,
                                                  "steps": [e.step.id for e in entries]})
-        return RunOutcome("failed", self.findings, failed_step,
+        return RunOutcome("completed" if completed else "failed", self.findings, failed_step,
                           f"{reason} — rolled back {len(entries)} step(s)")
 
     def _finish(self, outcome: RunOutcome, elapsed: float) -> None:

@@ -143,6 +143,7 @@ class Runbook:
     inputs: dict[str, Input] = field(default_factory=dict)
     vars: dict = field(default_factory=dict)
     on_failure: str = "stop"
+    rollback_strategy: str = "on_failure"
     fingerprint: str = ""
     includes: tuple[str, ...] = ()  # absolute paths of included step files
 

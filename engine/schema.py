@@ -103,6 +103,13 @@ def _base_schema(step_schema: dict) -> dict:
             "owner": {"type": "string", "description": "Team or rota that owns the runbook."},
             "rto": {"$ref": "#/$defs/duration", "description": "Recovery time objective."},
             "rpo": {"$ref": "#/$defs/duration", "description": "Recovery point objective."},
+            "rollback_strategy": {
+                "enum": ["on_failure", "always", "never"],
+                "description": "As in Chaos Toolkit: when recorded rollbacks run. on_failure "
+                               "(default): when the run fails and on_failure/--on-failure says "
+                               "rollback, or the operator presses b; always: also after a "
+                               "successful run (a drill that must leave things as it found them); "
+                               "never: not even then."},
             "on_failure": {"enum": ["stop", "rollback"],
                            "description": "What to do when the run fails and nothing rescues it."},
             "inputs": {"type": "object", "additionalProperties": {"$ref": "#/$defs/input"},

@@ -410,3 +410,43 @@ steps:
     assert run_cli(tmp_path, "resume", "lr", "--state-dir", "state").returncode == 1
     assert (tmp_path / "log.txt").read_text().splitlines() == [
         "down api", "down worker", "up worker", "up api"]
+
+
+def test_rollback_strategy_always_leaves_things_as_the_drill_found_them(tmp_path):
+    (tmp_path / "rb.yaml").write_text("""\
+name: Drill that cleans up
+rollback_strategy: always
+steps:
+  - name: Scale down
+    command: [sh, -c, 'echo down >> log.txt']
+    rollback:
+      - name: Scale up
+        command: [sh, -c, 'echo up >> log.txt']
+  - name: Check
+    command: ['true']
+""")
+    result = run_cli(tmp_path, "run", "rb.yaml", "--state-dir", "state", "--run-id", "al")
+    assert result.returncode == 0, result.stdout
+    assert (tmp_path / "log.txt").read_text().split() == ["down", "up"]
+    done = of_type(events(tmp_path, "al"), "rollback.completed")
+    assert done and done[0]["data"]["completed_run"] is True
+
+
+def test_rollback_strategy_never_refuses_to_roll_back(tmp_path):
+    (tmp_path / "rb.yaml").write_text("""\
+name: Never undo
+rollback_strategy: never
+on_failure: rollback
+steps:
+  - name: Change
+    command: [sh, -c, 'echo change >> log.txt']
+    rollback:
+      - command: [sh, -c, 'echo undo >> log.txt']
+  - name: Break
+    command: ["false"]
+""")
+    result = run_cli(tmp_path, "run", "rb.yaml", "--state-dir", "state", "--run-id", "nv",
+                     "--on-failure", "rollback")
+    assert result.returncode == 1
+    assert (tmp_path / "log.txt").read_text().split() == ["change"]
+    assert not of_type(events(tmp_path, "nv"), "rollback.started")
