@@ -63,15 +63,21 @@ class ReadResult:
     torn_line: int | None  # 1-based line number of a torn (partial) last line
 
 
-def read_events(path: Path) -> ReadResult:
-    """Parse a journal file. A partial last line (a crash mid-write) is reported, not fatal."""
-    events: list[Event] = []
+def _journal_lines(path: Path) -> tuple[list[bytes], bytes]:
+    """The complete lines of a journal file, and what follows the last newline."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise RunNotFound(f"no journal at {path}") from None
     lines = raw.split(b"\n")
     trailing = lines.pop() if lines else b""
+    return lines, trailing
+
+
+def read_events(path: Path) -> ReadResult:
+    """Parse a journal file. A partial last line (a crash mid-write) is reported, not fatal."""
+    events: list[Event] = []
+    lines, trailing = _journal_lines(path)
     with paused_gc():
         for number, line in enumerate(lines, 1):
             event = _parse_line(line)
@@ -271,12 +277,7 @@ class Verification:
 
 def verify_file(path: Path) -> Verification:
     """Check a journal file's hash chain. A torn last line (crash mid-write) is not tampering."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise RunNotFound(f"no journal at {path}") from None
-    lines = raw.split(b"\n")
-    trailing = lines.pop() if lines else b""
+    lines, trailing = _journal_lines(path)
     torn = None
     if trailing.strip():
         try:
