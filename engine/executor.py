@@ -79,11 +79,12 @@ class Executor:
         self._findings_lock = threading.Lock()
         self._started = options.start_at is None
         self._estimate = 0.0
-        self.guide = guide or Guide(self.emit, journal.events)
+        self.guide = guide or Guide(journal.events)
         self.guide.emit = self.emit  # operator events are redacted like every other
         ctx.guide = self.guide
         self.undo_log = UndoLog(runbook, self.replay)
-        self._ordinals = {s.id: n for n, s in enumerate(_forward_steps(runbook), 1)}
+        self._forward = _forward_steps(runbook)  # action steps in order, for step mode
+        self._ordinals = {s.id: n for n, s in enumerate(self._forward, 1)}
         self.guard = None  # set by run()
 
     # --- the run ---
@@ -364,7 +365,7 @@ class Executor:
             args, plan = step.args, f"(cannot render the arguments yet: {exc})"
         shown = HIDDEN if step.no_log else self.redactor.mask(args)
         plan = f"{step.action} {HIDDEN}" if step.no_log else self.redactor.mask(plan)
-        remaining = sum(s.expected_duration or 0 for s in _forward_steps(self.runbook)
+        remaining = sum(s.expected_duration or 0 for s in self._forward
                         if self._ordinals.get(s.id, 0) >= self._ordinals.get(step.id, 0)
                         and s.id not in self.replay.completed)
         return StepPreview(self._ordinals.get(step.id, 0), len(self._ordinals), step.action,

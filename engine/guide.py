@@ -99,8 +99,9 @@ class StepPreview:
 
 @dataclass
 class Guide:
-    emit: Callable[..., Any]
     events: list  # the journal's events (read-only here)
+    #: records an operator event; the executor sets it to its own (redacting) emit
+    emit: Callable[..., Any] | None = None
     step_mode: bool = False
     answers: dict | None = None
     terminal: Terminal | None = None

@@ -18,7 +18,6 @@ from engine.executor import RunOptions
 from engine.state import open_store
 from engine.model import Runbook
 from engine.replay import ReplayState, replay
-from engine.guide import load_answers
 from engine.interrupts import InterruptGuard
 from engine.session import (RunHandle, RunRequest, _execute, check_step_mode, fingerprints,
                             operator_name, prepare)
@@ -75,7 +74,6 @@ def resume_run(request: ResumeRequest, observers: list[Callable] = (),
         run_request = _original_request(started.data, request, trusted=not changes)
         check_step_mode(run_request.options, request.answers)
         prepared = prepare(run_request)
-        load_answers(request.answers)
         state = replay(journal.events)
         decisions = _decide_in_doubt(prepared.runbook, state, request, ask)
         for observer in observers:
@@ -86,7 +84,7 @@ def resume_run(request: ResumeRequest, observers: list[Callable] = (),
             "allow_changed": bool(changes), "changes": [c for c, _ in changes],
             "in_doubt": decisions, "completed_steps": len(state.completed)}))
         _record_skips(journal, state, decisions)
-        outcome = _execute(prepared, journal, run_request.options, state, request.answers, guard)
+        outcome = _execute(prepared, journal, run_request.options, state, guard)
     finally:
         guard.finish(keep_handlers=request.exits_after)
         journal.close()

@@ -169,6 +169,7 @@ class Prepared:
     secrets: dict
     inputs: dict
     redactor: Redactor
+    answers: dict | None = None  # the parsed --answers file
 
 
 def prepare(request: RunRequest) -> Prepared:
@@ -184,7 +185,8 @@ def prepare(request: RunRequest) -> Prepared:
     extra.update({name: inputs[name] for name in inputs if name in extra})
     redactor = Redactor(list(secret_values.values())
                         + [str(inputs[n]) for n, s in runbook.inputs.items() if s.secret and n in inputs])
-    return Prepared(runbook, inventory, extra, secret_values, inputs, redactor)
+    answers = load_answers(request.answers)  # a bad answers file is exit 2 before any run
+    return Prepared(runbook, inventory, extra, secret_values, inputs, redactor, answers)
 
 
 def _check_start_at(runbook: Runbook, start_at: str | None) -> None:
@@ -201,7 +203,6 @@ def start_run(request: RunRequest, observers: list[Callable] = ()) -> RunHandle:
     """Validate everything, create the run's journal and execute it."""
     check_step_mode(request.options, request.answers)
     prepared = prepare(request)
-    load_answers(request.answers)  # a bad answers file is exit 2 before the run exists
     store = open_store(request.state_dir, request.state_url)
     run_id = request.run_id or new_run_id()
     operator = operator_name(request.operator)
@@ -217,8 +218,7 @@ def start_run(request: RunRequest, observers: list[Callable] = ()) -> RunHandle:
             journal.subscribe(observer)
         started = _started_data(request, prepared.runbook, prepared.inputs, prepared.extra)
         journal.append(ev.RUN_STARTED, None, prepared.redactor.mask(started))
-        outcome = _execute(prepared, journal, request.options, ReplayState(), request.answers,
-                           guard)
+        outcome = _execute(prepared, journal, request.options, ReplayState(), guard)
     finally:
         guard.finish(keep_handlers=request.exits_after)
         journal.close()
@@ -227,7 +227,7 @@ def start_run(request: RunRequest, observers: list[Callable] = ()) -> RunHandle:
 
 
 def _execute(prepared: "Prepared", journal, options: RunOptions, replay: ReplayState,
-             answers: str | None, guard: InterruptGuard) -> RunOutcome:
+             guard: InterruptGuard) -> RunOutcome:
     """Run the executor; ``guard`` holds signals until the executor can journal them."""
     runbook = prepared.runbook
     run_info = {"id": journal.run_id, "operator": journal.operator, "dry_run": options.dry_run,
@@ -238,7 +238,7 @@ def _execute(prepared: "Prepared", journal, options: RunOptions, replay: ReplayS
                   state_dir=journal.directory, run_id=journal.run_id, operator=journal.operator)
     journal.guard = guard
     try:
-        guide = make_guide(journal, options, answers, runbook.rto)
+        guide = make_guide(journal, options, prepared.answers, runbook.rto)
         executor = Executor(runbook, journal, ctx, scope, prepared.extra, options,
                             prepared.redactor, replay, guide)
         return executor.run(guard=guard)
@@ -246,15 +246,13 @@ def _execute(prepared: "Prepared", journal, options: RunOptions, replay: ReplayS
         journal.guard = None
 
 
-def make_guide(journal, options: RunOptions, answers_path: str | None, rto) -> Guide:
+def make_guide(journal, options: RunOptions, answers: dict | None, rto) -> Guide:
     """The operator side: a terminal when stdin is one, scripted answers when given."""
     import sys
 
-    answers = load_answers(answers_path)
     terminal = Terminal() if sys.stdin.isatty() and not options.dry_run else None
     started = journal.events[0].ts if journal.events else None
-    guide = Guide(lambda kind, step=None, data=None: journal.append(kind, step, data),
-                  journal.events, step_mode=options.step_mode, answers=answers,
+    guide = Guide(journal.events, step_mode=options.step_mode, answers=answers,
                   terminal=terminal, rto=rto)
     if started:
         guide.run_started = _epoch(started)
