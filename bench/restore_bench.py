@@ -6,7 +6,7 @@ against the same steps as a plain bash script, on a ~1 GB-class database.
     python bench/restore_bench.py --scale 0.1  # a quick smoke (~1 min)
     python bench/restore_bench.py --runs 5 --keep-lab
 
-Set-up (untimed): a lab of its own (``engine.lab.lab_up``) in a temporary dir;
+Set-up (untimed): a lab of its own (``engine.lab.sandbox.lab_up``) in a temporary dir;
 its replica is stopped (both sides would pay for the WAL it replays, and on a
 2-core machine it only adds noise) and autovacuum is turned off (a background
 ANALYZE of the freshly restored tables would land in the next run). Then the
@@ -404,7 +404,7 @@ def main() -> int:
         print(RESULTS.read_text())
         return 0
 
-    from engine.lab import lab_down, lab_up
+    from engine.lab.sandbox import lab_down, lab_up
 
     rows = {table: max(1, int(n * args.scale)) for table, n in BASE_ROWS.items()}
     work = Path(tempfile.mkdtemp(prefix="runbook-restore-bench-"))

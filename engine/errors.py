@@ -105,3 +105,9 @@ class RunHeld(EngineError):
 
 class RunNotFound(EngineError):
     exit_code = EXIT_INVALID
+
+
+class LabError(EngineError):
+    """The lab could not be started, stopped or inspected; the message says why."""
+
+    exit_code = EXIT_FAILED

@@ -101,7 +101,7 @@ class Templar:
     """Compiles and caches templates and expressions; evaluates them against a scope."""
 
     BUILTINS = frozenset({"targets", "groups", "secrets", "item", "run", "result",
-                          "loop_index", "failure"})
+                          "loop_index", "failure", "target"})
 
     def __init__(self) -> None:
         self.env = _Environment(undefined=StrictUndefined, autoescape=False,

@@ -56,7 +56,7 @@ class Context:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._processes: set = set()
-        #: the operator side (engine.guide.Guide), for manual and approve steps
+        #: the operator side (engine.guide.operator.Guide), for manual and approve steps
         self.guide = None
 
     # --- per-step deadline (thread-local: parallel steps have their own) ---
@@ -84,12 +84,23 @@ class Context:
             raise RuntimeError("no step is running in this thread")
         return evaluator(expression)
 
-    def bind_step(self, deadline: float | None, evaluator, step=None, ref=None) -> None:
-        """Called by the executor before each action: sets the step's deadline and scope."""
+    def bind_step(self, deadline: float | None, evaluator, step=None, ref=None,
+                  target: dict | None = None) -> None:
+        """Called by the executor before each action: sets the step's deadline, scope and
+        the inventory target it acts on."""
         self._local.deadline = deadline
         self._local.evaluator = evaluator
         self._local.step = step
         self._local.ref = ref
+        self._local.target = target
+
+    @property
+    def target(self) -> dict | None:
+        """The inventory target this invocation acts on (its settings merged over its
+        group's and the inventory's vars, templates rendered, plus ``name``), or None
+        when the step has no ``target:`` (it acts from the machine running the engine).
+        A family reads its own block: ``(ctx.target or {}).get("kubernetes")``."""
+        return getattr(self._local, "target", None)
 
     @property
     def step(self):
@@ -111,7 +122,7 @@ class Context:
 
     def kill_processes(self) -> None:
         """Kill the process group of every running subprocess (Ctrl-C, abort)."""
-        from engine.actions.process import kill_tree
+        from engine.connections.local import kill_tree
 
         with self._lock:
             running = list(self._processes)

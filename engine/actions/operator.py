@@ -1,6 +1,6 @@
 """Steps done by people: manual checklists and approvals.
 
-Both talk to the operator through ``ctx.guide`` (engine.guide); without a
+Both talk to the operator through ``ctx.guide`` (engine.guide.operator); without a
 terminal or scripted answers they pause the run (exit 3) and ``runbook
 resume`` continues. In a dry-run they are listed, not asked (mutates=True
 means the executor only plans them).
@@ -8,7 +8,7 @@ means the executor only plans them).
 from __future__ import annotations
 
 from engine.actions.base import Action, ActionError, Context, Result
-from engine.model import parse_duration
+from engine.source.model import parse_duration
 
 
 class Manual(Action):
@@ -62,7 +62,7 @@ class Approve(Action):
         return f"wait for {args.get('min_approvals', 1)} approval(s) from {who}"
 
     def run(self, args, ctx: Context) -> Result:
-        from engine.guide import ApprovalTimeout
+        from engine.guide.operator import ApprovalTimeout
 
         args = dict(args)
         if args.get("timeout") is not None:

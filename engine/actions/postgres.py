@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import unquote
 
 from engine.actions.base import Action, ActionError, Context, Result
-from engine.actions.process import Completed, run_process
+from engine.connections.local import Completed, run_process
 
 __all__ = [
     "Ping", "Query", "Execute", "Dump", "Restore", "Replication", "Promote",

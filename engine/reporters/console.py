@@ -9,9 +9,9 @@ import sys
 import time
 from collections import Counter
 
-from engine import events as ev
-from engine.events import Event
-from engine.model import format_duration
+from engine.journal import events as ev
+from engine.journal.events import Event
+from engine.source.model import format_duration
 
 STYLES = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red",
           "would change": "magenta", "would run if": "magenta", "finding": "bold yellow",

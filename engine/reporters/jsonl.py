@@ -5,7 +5,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from engine.events import Event
+from engine.journal.events import Event
 
 
 class JsonLinesReporter:

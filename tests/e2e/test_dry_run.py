@@ -8,7 +8,7 @@ import os
 import shutil
 
 import pytest
-from helpers_run import FIXTURES, journal_lines, runbook_cli, tree_snapshot, write_runbook
+from helpers.run import FIXTURES, journal_lines, runbook_cli, tree_snapshot, write_runbook
 
 
 @pytest.fixture

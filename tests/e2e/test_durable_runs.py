@@ -299,7 +299,7 @@ def test_audit_verify_names_reordered_events(tmp_path):
 
 def test_rehashed_edit_is_still_caught_by_the_chain(tmp_path):
     """An attacker who recomputes the edited event's own hash still breaks the next link."""
-    from engine.events import event_hash
+    from engine.journal.events import event_hash
 
     journal = completed_run(tmp_path)
     lines = journal.read_text().splitlines()

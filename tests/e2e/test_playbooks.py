@@ -1,7 +1,7 @@
 """The shipped playbooks, run for real through the CLI against the lab.
 
 Each playbook runs as a ``python -m engine run`` subprocess against a lab of
-this module's own (``engine.lab.lab_up``): a PostgreSQL primary with a
+this module's own (``engine.lab.sandbox.lab_up``): a PostgreSQL primary with a
 streaming replica and the lab app. Afterwards the tests look at the servers
 themselves: row counts and a checksum of every table's contents, which server
 is in recovery, the files a backup wrote. A dry-run of each playbook must
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.lab import LabError, lab_down, lab_status, lab_up, server_bin_dir, wait_for_replica
+from engine.lab.sandbox import LabError, lab_down, lab_status, lab_up, server_bin_dir, wait_for_replica
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = REPO / "playbooks"

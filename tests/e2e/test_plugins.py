@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers_run import REPO, runbook_cli, write_runbook
+from helpers.run import REPO, runbook_cli, write_runbook
 
 PLUGIN = REPO / "tests" / "plugins" / "runbook_hello"
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from helpers_run import (FIXTURES, cli_env, journal_lines, pid_alive, runbook_cli,
+from helpers.run import (FIXTURES, cli_env, journal_lines, pid_alive, runbook_cli,
                          start_cli, wait_gone, write_runbook)
 
 ANSI = re.compile(r"\x1b\[")
@@ -267,7 +267,7 @@ def test_help_and_validate_do_not_import_heavy_client_libraries(tmp_path):
     probe = f"""
 import sys
 from click.testing import CliRunner
-from engine.cli import cli
+from engine.cli.app import cli
 runner = CliRunner()
 assert runner.invoke(cli, ["--help"]).exit_code == 0
 result = runner.invoke(cli, ["validate", {str(tmp_path / 'runbook.yaml')!r}])

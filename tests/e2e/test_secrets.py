@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers_run import journal_lines, runbook_cli, write_runbook
+from helpers.run import journal_lines, runbook_cli, write_runbook
 
 SECRET = "Pa55-w0rd-7f3a9c"
 

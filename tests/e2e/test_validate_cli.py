@@ -172,7 +172,7 @@ def test_console_script_runs_validate():
 def test_validate_does_not_import_heavy_client_libraries():
     code = ("import sys\n"
             "from click.testing import CliRunner\n"
-            "from engine.cli import cli\n"
+            "from engine.cli.app import cli\n"
             f"result = CliRunner().invoke(cli, ['validate', {str(ROOT / 'playbooks')!r}])\n"
             "assert result.exit_code == 0, result.output\n"
             "print(sorted(m for m in ('psycopg', 'boto3', 'botocore', 'kubernetes') if m in sys.modules))\n")

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from engine.actions.base import Context
 from engine.actions.postgres import Ping, Query, Replication
-from engine.cli_lab import lab
-from engine.lab import LabError, lab_down, lab_reset, lab_status, lab_up, runtime_dir_for
+from engine.cli.lab import lab
+from engine.lab.sandbox import LabError, lab_down, lab_reset, lab_status, lab_up, runtime_dir_for
 
 
 def http_get(url: str) -> int:

@@ -14,7 +14,7 @@ from engine.actions import get_action
 from engine.actions.base import ActionError
 from engine.actions.postgres import (Dump, Execute, Ping, Promote, Query, Replication, Restore,
                                      _split_password, find_pg_tool, mask_dsn, sanitize)
-from engine.lab import wait_for_replica
+from engine.lab.sandbox import wait_for_replica
 
 SECRET = "Sup3r-s3cret_PW.x9"
 

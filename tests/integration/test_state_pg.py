@@ -23,7 +23,7 @@ from urllib.parse import quote
 import pytest
 
 from engine.errors import RunHeld
-from engine.journal import Journal
+from engine.journal.file import Journal
 
 import psycopg  # noqa: E402  (a core dependency)
 
@@ -187,7 +187,7 @@ def test_run_started_on_one_machine_is_resumed_shown_and_verified_from_another(s
 
 def test_second_resume_of_a_held_run_exits_5_naming_the_holder_and_writes_nothing(state_db,
                                                                                  tmp_path):
-    from engine.state_pg import PostgresStore
+    from engine.journal.postgres import PostgresStore
 
     a, b = machines(tmp_path, "a", "b")
     go = tmp_path / "go"
@@ -272,7 +272,7 @@ def test_unknown_run_is_exit_2(state_db, tmp_path):
 # --------------------------------------------------------------------------- the unique key
 
 def test_a_writer_that_bypasses_the_lock_loses_the_seq_and_writes_nothing_more(state_db, tmp_path):
-    from engine.state_pg import PostgresStore, TableSink
+    from engine.journal.postgres import PostgresStore, TableSink
 
     store = PostgresStore(state_db.url, tmp_path / "state")
     journal, lock = store.create_run("race", "alice")
@@ -299,7 +299,7 @@ def test_a_writer_that_bypasses_the_lock_loses_the_seq_and_writes_nothing_more(s
 
 
 def test_concurrent_writers_get_exactly_one_winner_per_seq_and_a_valid_chain(state_db, tmp_path):
-    from engine.state_pg import PostgresStore, TableSink
+    from engine.journal.postgres import PostgresStore, TableSink
 
     store = PostgresStore(state_db.url, tmp_path / "state")
     journal, lock = store.create_run("race2", "seed")

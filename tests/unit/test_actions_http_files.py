@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from helpers_run import http_server, run_inprocess  # noqa: E402
+from helpers.run import http_server, run_inprocess
 
 from engine.actions import get_action  # noqa: E402
 from engine.actions.base import ActionError, Context  # noqa: E402

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.compiler import compile_runbook, load_runbook
+from engine.source.compiler import compile_runbook, load_runbook
 from engine.errors import SourceErrors
-from engine.loader import load_text
-from engine.model import StepKind
+from engine.source.loader import load_text
+from engine.source.model import StepKind
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "validate"
 
@@ -361,7 +361,7 @@ def test_parallel_count_needs_a_loop():
         steps:
           - command: [ls]
             parallel: 3
-    """) == (4, 5, "'parallel: N' needs a 'loop' (or give 'parallel' a list of steps)")
+    """) == (4, 5, "'parallel: N' needs a 'loop' or a 'target' (or give 'parallel' a list of steps)")
 
 
 def test_mistakes_inside_nested_groups_are_found():

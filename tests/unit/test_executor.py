@@ -1,15 +1,12 @@
 """The executor's keywords with Ansible semantics, run in-process through
-``engine.session.start_run`` (real subprocesses, real files, a real journal)."""
+``engine.run.start.start_run`` (real subprocesses, real files, a real journal)."""
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from helpers_run import run_inprocess  # noqa: E402
+from helpers.run import run_inprocess
 
 from engine.errors import UsageError  # noqa: E402
 

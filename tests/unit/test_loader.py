@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from engine import loader
+from engine.source import loader
 from engine.errors import Pos, SourceError, SourceErrors
-from engine.loader import MAX_DEPTH, load_file, load_text
+from engine.source.loader import MAX_DEPTH, load_file, load_text
 
 
 def load(text: str, name: str = "rb.yaml"):

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 
 from engine.actions import action_names, get_action
-from engine.cli import cli
-from engine.loader import load_text
-from engine.schema import (DIALECT, INVENTORY_SCHEMA_ID, SCHEMA_ID, STEP_KEYWORDS,
+from engine.cli.app import cli
+from engine.source.loader import load_text
+from engine.source.schema import (DIALECT, INVENTORY_SCHEMA_ID, SCHEMA_ID, STEP_KEYWORDS,
                            inventory_schema, runbook_schema, schema_errors)
 
 ROOT = Path(__file__).resolve().parents[2]

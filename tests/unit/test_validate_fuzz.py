@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from engine.cli import cli
-from engine.validation import validate_paths
+from engine.cli.app import cli
+from engine.source.validate import validate_paths
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "validate"
 BASES = [(FIXTURES / "valid" / name).read_text()

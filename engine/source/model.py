@@ -1,0 +1,161 @@
+"""The runbook as frozen dataclasses: what the executor interprets.
+
+Built by ``engine.source.compiler`` from a validated YAML document. Arguments and
+expressions stay raw (templates are rendered at run time, in the scope of the
+moment); everything structural is checked already.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from engine.errors import Pos
+
+_DURATION = re.compile(
+    r"^\s*(?:(?P<d>\d+)d)?\s*(?:(?P<h>\d+)h)?\s*(?:(?P<m>\d+)m(?!s))?\s*"
+    r"(?:(?P<s>\d+(?:\.\d+)?)s)?\s*(?:(?P<ms>\d+)ms)?\s*$")
+# (?=.*\d): every part is optional, but an empty or blank string is not a duration.
+DURATION_PATTERN = (r"^(?=.*\d)\s*(\d+(\.\d+)?|(\d+d)?\s*(\d+h)?\s*(\d+m)?\s*(\d+(\.\d+)?s)?\s*(\d+ms)?)\s*$")
+DURATION_HELP = "a duration such as 90, 90s, 15m, 1h30m, 500ms"
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in ``value`` (90, "90", "90s", "15m", "1h30m", "2d", "250ms"). Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"not {DURATION_HELP}: {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative: {value!r}")
+        return float(value)
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    match = _DURATION.match(text)
+    if not text or not match or not any(match.groupdict().values()):
+        raise ValueError(f"not {DURATION_HELP}: {value!r}")
+    parts = {k: float(v) if v else 0.0 for k, v in match.groupdict().items()}
+    return (parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+            + parts["ms"] / 1000)
+
+
+def format_duration(seconds: float | None) -> str:
+    """Short human form: 0.4s, 12s, 3m05s, 1h02m."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class StepKind(Enum):
+    ACTION = "action"
+    BLOCK = "block"
+    PARALLEL = "parallel"
+
+
+@dataclass(frozen=True)
+class Verify:
+    that: tuple[str, ...]
+    message: str = ""
+    retries: int = 0
+    delay: float = 1.0
+    pos: Pos | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step. ``path`` is its place in the tree (``"3"``, ``"3.block.1"``);
+    ``id`` is unique in the runbook and is what operators and journals name.
+    """
+
+    id: str
+    path: str
+    name: str
+    kind: StepKind
+    pos: Pos
+    action: str = ""
+    args: Any = None
+    description: str = ""
+    when: Any = None
+    loop: Any = None
+    loop_var: str = "item"
+    loop_parallel: int = 1
+    register: str = ""
+    retries: int = 0
+    delay: float = 1.0
+    until: str | None = None
+    timeout: float | None = None
+    ignore_errors: bool = False
+    verify: tuple[Verify, ...] = ()
+    tags: frozenset[str] = frozenset()
+    no_log: bool = False
+    idempotent: bool = False
+    mutates: bool | None = None  # None: the action's own flag
+    expected_duration: float | None = None
+    vars: dict = field(default_factory=dict)
+    rollback: tuple["Step", ...] = ()
+    block: tuple["Step", ...] = ()
+    rescue: tuple["Step", ...] = ()
+    always: tuple["Step", ...] = ()
+    children: tuple["Step", ...] = ()  # the steps of a ``parallel:`` group
+    #: inventory target(s) the step acts on: a target name, a group name or a list
+    #: of them (templates allowed); None: the machine running the engine
+    target: Any = None
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    type: str = "string"
+    description: str = ""
+    required: bool = False
+    default: Any = None
+    has_default: bool = False
+    choices: tuple = ()
+    secret: bool = False
+    pos: Pos | None = None
+
+
+@dataclass(frozen=True)
+class Runbook:
+    name: str
+    path: str
+    steps: tuple[Step, ...]
+    description: str = ""
+    tier: str = ""
+    owner: str = ""
+    rto: float | None = None
+    rpo: float | None = None
+    inputs: dict[str, Input] = field(default_factory=dict)
+    vars: dict = field(default_factory=dict)
+    on_failure: str = "stop"
+    rollback_strategy: str = "on_failure"
+    fingerprint: str = ""
+    includes: tuple[str, ...] = ()  # absolute paths of included step files
+
+    def walk(self):
+        """Every step, depth first, including nested and rollback steps."""
+        yield from walk_steps(self.steps)
+
+
+def walk_steps(steps):
+    for step in steps:
+        yield step
+        for group in (step.block, step.rescue, step.always, step.children, step.rollback):
+            yield from walk_steps(group)
