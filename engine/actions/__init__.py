@@ -48,7 +48,12 @@ BUILTINS: dict[str, str] = {
 #: Families that live in a package of their own (``engine/actions/<family>/``). Each
 #: package's ``__init__`` holds ``ACTIONS = {"family.verb": "module:Class"}`` and imports
 #: nothing heavy, so a new family adds one line here and touches nothing else.
-FAMILY_PACKAGES: tuple[str, ...] = ()
+FAMILY_PACKAGES: tuple[str, ...] = (
+    "engine.actions.kubernetes",
+    "engine.actions.aws",
+    "engine.actions.notify",
+    "engine.actions.ssh",
+)
 
 
 @lru_cache(maxsize=1)
