@@ -6,6 +6,18 @@ asks the executor to undo the completed steps.
 """
 from __future__ import annotations
 
+from enum import Enum
+
+
+class Decision(str, Enum):
+    """What the operator (or the answers file) decided before a step or after a failure."""
+
+    RUN = "run"
+    SKIP = "skip"
+    RETRY = "retry"
+    ABORT = "abort"
+    ROLLBACK = "rollback"
+
 
 class RunPaused(Exception):
     """The run waits for something outside it (an operator, an approval quorum)."""
@@ -30,3 +42,7 @@ class RollbackRequested(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ApprovalTimeout(Exception):
+    """The approval window closed without a quorum (``on_timeout: fail``)."""

@@ -111,3 +111,12 @@ class LabError(EngineError):
     """The lab could not be started, stopped or inspected; the message says why."""
 
     exit_code = EXIT_FAILED
+
+
+class ActionError(Exception):
+    """A step failed for a reason the operator can act on (bad path, rc != 0, ...).
+
+    The message is shown as the step's failure; it must never contain secrets
+    (the redactor masks known secrets anyway, but do not rely on it). Actions and
+    the connections they use raise it; it fails the step, never the engine.
+    """

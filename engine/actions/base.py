@@ -13,13 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
+from engine.errors import ActionError
 
-class ActionError(Exception):
-    """A step failed for a reason the operator can act on (bad path, rc != 0, ...).
-
-    The message is shown as the step's failure; it must never contain secrets
-    (the redactor masks known secrets anyway, but do not rely on it).
-    """
+__all__ = ["Action", "ActionError", "Context", "Result"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +41,7 @@ class Context:
     """
 
     def __init__(self, *, dry_run: bool = False, redactor=None, state_dir=None,
-                 run_id: str = "", operator: str = "") -> None:
+                 run_id: str = "", operator: str = "", guide=None) -> None:
         self.dry_run = dry_run
         self.redactor = redactor
         self.state_dir = state_dir
@@ -57,7 +53,7 @@ class Context:
         self._local = threading.local()
         self._processes: set = set()
         #: the operator side (engine.guide.operator.Guide), for manual and approve steps
-        self.guide = None
+        self.guide = guide
 
     # --- per-step deadline (thread-local: parallel steps have their own) ---
     @property

@@ -8,7 +8,7 @@ import time
 
 from engine.actions.base import Action, ActionError, Context, Result
 from engine.connections.local import run_process
-from engine.source.model import parse_duration
+from engine.durations import parse_duration
 
 _DURATION = {"type": ["string", "number"], "description": "A duration: 90, 90s, 15m, 1h30m."}
 _RC_LIST = {"type": "array", "items": {"type": "integer"},

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 
 from engine.actions.base import Action, ActionError, Context, Result
-from engine.source.model import parse_duration
+from engine.durations import parse_duration
 
 BODY_LIMIT = 64 * 1024
 

@@ -8,7 +8,7 @@ means the executor only plans them).
 from __future__ import annotations
 
 from engine.actions.base import Action, ActionError, Context, Result
-from engine.source.model import parse_duration
+from engine.durations import parse_duration
 
 
 class Manual(Action):
@@ -62,7 +62,7 @@ class Approve(Action):
         return f"wait for {args.get('min_approvals', 1)} approval(s) from {who}"
 
     def run(self, args, ctx: Context) -> Result:
-        from engine.guide.operator import ApprovalTimeout
+        from engine.control import ApprovalTimeout
 
         args = dict(args)
         if args.get("timeout") is not None:

@@ -124,7 +124,7 @@ def validate(paths, inventories, extra) -> None:
 def run(runbook, inventories, extra, dry_run, strict, tags, skip_tags, start_at, run_id,
         state_dir, state_url, operator, output, step_mode, answers, on_failure, limit) -> None:
     """Run (or with --dry-run rehearse) a runbook."""
-    from engine.run.executor import RunOptions
+    from engine.run.options import RunOptions
     from engine.run.start import RunRequest, start_run
 
     options = RunOptions(dry_run=dry_run, strict=strict, tags=_csv(tags),
@@ -134,7 +134,7 @@ def run(runbook, inventories, extra, dry_run, strict, tags, skip_tags, start_at,
                          options=options, run_id=run_id, state_dir=state_dir, operator=operator,
                          answers=answers, state_url=state_url, exits_after=True)
     handle = start_run(request, [_reporter(output)])
-    sys.exit(_exit_code(handle.outcome, handle.options))
+    sys.exit(handle.outcome.exit_code)
 
 
 def _csv(text: str) -> frozenset[str]:
@@ -149,22 +149,6 @@ def _reporter(output: str):
     from engine.reporters.console import ConsoleReporter
 
     return ConsoleReporter()
-
-
-def _exit_code(outcome, options) -> int:
-    from engine.errors import EXIT_ABORTED, EXIT_PAUSED
-
-    if outcome.status == "interrupted":
-        return EXIT_INTERRUPTED
-    if outcome.status == "paused":
-        return EXIT_PAUSED
-    if outcome.status == "aborted":
-        return EXIT_ABORTED
-    if outcome.status == "failed":
-        return EXIT_FAILED
-    if options.dry_run and options.strict and outcome.findings:
-        return EXIT_FAILED
-    return 0
 
 
 @cli.command()
@@ -194,7 +178,7 @@ def resume(run_id, in_doubt, allow_changed, state_dir, state_url, operator, outp
                             exits_after=True)
     ask = _ask_in_doubt if sys.stdin.isatty() and not in_doubt else None
     handle = resume_run(request, [_reporter(output)], ask)
-    sys.exit(_exit_code(handle.outcome, handle.options))
+    sys.exit(handle.outcome.exit_code)
 
 
 def _ask_in_doubt(label: str, key: str) -> str:
@@ -209,7 +193,7 @@ def runs(state_dir, state_url, output) -> None:
     """List runs with their state and age."""
     import json
 
-    from engine.source.model import format_duration
+    from engine.durations import format_duration
     from engine.journal.store import open_store
 
     found = open_store(state_dir, state_url).list_runs()
@@ -232,7 +216,7 @@ def runs(state_dir, state_url, output) -> None:
 @_state_options
 def show(run_id, state_dir, state_url) -> None:
     """Show one run step by step: status, attempts, duration, checks, who confirmed."""
-    from engine.source.model import format_duration
+    from engine.durations import format_duration
     from engine.journal.views import step_views
     from engine.journal.store import open_store
 

@@ -7,7 +7,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from engine.actions.base import ActionError, Context
+from engine.errors import ActionError
 
 OUTPUT_LIMIT = 1 << 20  # keep at most 1 MiB of each stream in results
 
@@ -57,7 +57,7 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def run_process(argv: list[str], ctx: Context, *, chdir: str | None = None,
+def run_process(argv: list[str], ctx, *, chdir: str | None = None,
                 env: dict | None = None, stdin: str | None = None) -> Completed:
     """Run ``argv`` to completion within the step's deadline; never through a shell."""
     full_env = None

@@ -7,7 +7,7 @@ from engine.journal import events as ev
 from engine.errors import RunHeld, UsageError
 from engine.guide.operator import approvals_for
 from engine.journal.store import open_store
-from engine.run.start import operator_name
+from engine.guide.identity import operator_name
 
 LOCK_WAIT = 3.0  # a resume that is just finishing releases the run quickly
 

@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from engine.journal import events as ev
-from engine.control import RollbackRequested, RunAborted, RunPaused
+from engine.control import ApprovalTimeout, Decision, RollbackRequested, RunAborted, RunPaused
 from engine.errors import UsageError
-from engine.source.model import format_duration
+from engine.durations import format_duration
 
 HELP = """\
   y  run this step          s  skip it (asks for a reason)
@@ -29,10 +29,12 @@ FAILURE_HELP = """\
   a  abort the run          b  roll back the completed steps
   n  add a note to the journal"""
 
-ANSWER_WORDS = {"yes": "run", "y": "run", "run": "run", "skip": "skip", "s": "skip",
-                "abort": "abort", "a": "abort"}
-FAILURE_WORDS = {"retry": "retry", "r": "retry", "skip": "skip", "s": "skip",
-                 "abort": "abort", "a": "abort", "rollback": "rollback", "b": "rollback"}
+ANSWER_WORDS = {"yes": Decision.RUN, "y": Decision.RUN, "run": Decision.RUN,
+                "skip": Decision.SKIP, "s": Decision.SKIP, "abort": Decision.ABORT,
+                "a": Decision.ABORT}
+FAILURE_WORDS = {"retry": Decision.RETRY, "r": Decision.RETRY, "skip": Decision.SKIP,
+                 "s": Decision.SKIP, "abort": Decision.ABORT, "a": Decision.ABORT,
+                 "rollback": Decision.ROLLBACK, "b": Decision.ROLLBACK}
 
 
 class Terminal:
@@ -100,7 +102,7 @@ class StepPreview:
 @dataclass
 class Guide:
     events: list  # the journal's events (read-only here)
-    #: records an operator event; the executor sets it to its own (redacting) emit
+    #: records an operator event, redacted and journaled like every other (the run's emit)
     emit: Callable[..., Any] | None = None
     step_mode: bool = False
     answers: dict | None = None
@@ -110,10 +112,10 @@ class Guide:
     continue_all: bool = False
 
     # --- step mode ---
-    def before_step(self, step, ref: dict, preview: StepPreview) -> str:
-        """"run", "skip" or "abort" (raises RunAborted / RunPaused)."""
+    def before_step(self, step, ref: dict, preview: StepPreview) -> Decision:
+        """RUN or SKIP (an abort raises RunAborted, a missing operator RunPaused)."""
         if not self.step_mode or self.continue_all:
-            return "run"
+            return Decision.RUN
         answer = self._scripted(step.id)
         if answer is not None:
             return self._scripted_decision(step, ref, answer)
@@ -124,7 +126,7 @@ class Guide:
             if reply in ("y", "yes", "c"):
                 self.continue_all = reply == "c"
                 self.emit(ev.OPERATOR_CONFIRMED, ref, {"answer": "continue" if reply == "c" else "yes"})
-                return "run"
+                return Decision.RUN
             if reply in ("s", "skip"):
                 return self._skip(ref, terminal.ask("Reason for skipping: "))
             if reply in ("a", "abort"):
@@ -134,8 +136,8 @@ class Guide:
                 continue
             terminal.show(HELP)
 
-    def after_failure(self, step, ref: dict, message: str) -> str | None:
-        """"retry", "skip", "abort", "rollback" — or None outside step mode."""
+    def after_failure(self, step, ref: dict, message: str) -> Decision | None:
+        """RETRY or SKIP — or None outside step mode (an abort or a rollback raises)."""
         if not self.step_mode:
             return None
         answer = self._scripted(step.id)
@@ -151,7 +153,7 @@ class Guide:
         while True:
             reply = terminal.ask("What now? [r/s/a/b/n] ").lower()
             decision = FAILURE_WORDS.get(reply)
-            if decision == "skip":
+            if decision is Decision.SKIP:
                 return self._skip(ref, terminal.ask("Reason for skipping: "))
             if decision:
                 self.emit(ev.OPERATOR_DECIDED, ref, {"decision": decision})
@@ -162,29 +164,29 @@ class Guide:
             terminal.show(FAILURE_HELP)
 
     def _apply_failure_decision(self, step, ref, decision: str, how: str) -> str:
-        if decision == "abort":
+        if decision is Decision.ABORT:
             raise RunAborted(f"aborted by the operator after '{step.label}' failed")
-        if decision == "rollback":
+        if decision is Decision.ROLLBACK:
             raise RollbackRequested(f"the operator chose to roll back after '{step.label}' failed")
-        if decision == "skip":
+        if decision is Decision.SKIP:
             self.emit(ev.OPERATOR_SKIPPED, ref, {"reason": "scripted", "scripted": True})
         return decision
 
     def _scripted_decision(self, step, ref: dict, answer) -> str:
         word = answer if isinstance(answer, str) else answer.get("answer", "yes")
-        decision = "run" if word is True else ANSWER_WORDS[str(word).lower()]
-        if decision == "run":
+        decision = Decision.RUN if word is True else ANSWER_WORDS[str(word).lower()]
+        if decision is Decision.RUN:
             self.emit(ev.OPERATOR_CONFIRMED, ref, {"answer": "yes", "scripted": True})
-            return "run"
-        if decision == "skip":
+            return Decision.RUN
+        if decision is Decision.SKIP:
             reason = answer.get("reason", "scripted") if isinstance(answer, dict) else "scripted"
             self.emit(ev.OPERATOR_SKIPPED, ref, {"reason": reason, "scripted": True})
-            return "skip"
+            return Decision.SKIP
         raise RunAborted(f"aborted by the answers file at '{step.label}'")
 
     def _skip(self, ref: dict, reason: str) -> str:
         self.emit(ev.OPERATOR_SKIPPED, ref, {"reason": reason or "(no reason given)"})
-        return "skip"
+        return Decision.SKIP
 
     def _note(self, ref: dict, terminal: Terminal) -> None:
         text = terminal.ask("Note: ")
@@ -236,7 +238,7 @@ class Guide:
         if isinstance(answer, dict) and ("checklist" in answer or "note" in answer
                                          or "evidence" in answer):
             return self._scripted_manual(step, ref, args, checklist, answer)
-        if isinstance(answer, str) and ANSWER_WORDS.get(answer.lower()) == "run" and not checklist \
+        if isinstance(answer, str) and ANSWER_WORDS.get(answer.lower()) is Decision.RUN and not checklist \
                 and args.get("evidence") != "required":
             self.emit(ev.OPERATOR_CONFIRMED, ref, {"item": None, "scripted": True})
             return {"confirmed": [], "evidence": None, "operator_confirmed": True}
@@ -317,10 +319,6 @@ class Guide:
             f"({who}); {needed - len(granted)} more needed",
             f"approve with: runbook approve {run_id} {step.id} --operator NAME "
             f"[--comment TEXT]; then: runbook resume {run_id}")
-
-
-class ApprovalTimeout(Exception):
-    """The approval window closed without a quorum (``on_timeout: fail``)."""
 
 
 def approvals_for(events: list, step_id: str) -> list[dict]:

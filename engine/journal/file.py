@@ -181,7 +181,7 @@ class Journal:
         self.operator = operator
         self.host = host
         self.events: list[Event] = list(events)
-        self._observers: list[Callable[[Event], None]] = []
+        self._observers: list[tuple] = []  # (observer, on_error)
         self._lock = threading.Lock()
         self.guard = guard
         self.sink = sink if sink is not None else FileSink(directory / JOURNAL_NAME)
@@ -190,8 +190,11 @@ class Journal:
     def head(self) -> str:
         return self.events[-1].hash if self.events else GENESIS
 
-    def subscribe(self, observer: Callable[[Event], None]) -> None:
-        self._observers.append(observer)
+    def subscribe(self, observer: Callable[[Event], None],
+                  on_error: Callable[[object, BaseException], None] | None = None) -> None:
+        """Show every later event to ``observer``. An observer that raises is stopped and
+        ``on_error(observer, exc)`` is told once: no observer can end a run."""
+        self._observers.append((observer, on_error))
 
     def append(self, type: str, step: dict | None = None, data: dict | None = None) -> Event:
         """Write one event durably, then show it to the observers."""
@@ -200,9 +203,19 @@ class Journal:
                 event = self._write(type, step, data)
         else:
             event = self._write(type, step, data)
-        for observer in self._observers:
-            observer(event)
+        for entry in list(self._observers):
+            self._notify(entry, event)
         return event
+
+    def _notify(self, entry, event: Event) -> None:
+        observer, on_error = entry
+        try:
+            observer(event)
+        except Exception as exc:  # the event is durable already: the run must go on
+            if entry in self._observers:
+                self._observers.remove(entry)
+            if on_error is not None:
+                on_error(observer, exc)
 
     def _write(self, type: str, step: dict | None, data: dict | None) -> Event:
         with self._lock:

@@ -11,7 +11,7 @@ from collections import Counter
 
 from engine.journal import events as ev
 from engine.journal.events import Event
-from engine.source.model import format_duration
+from engine.durations import format_duration
 
 STYLES = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red",
           "would change": "magenta", "would run if": "magenta", "finding": "bold yellow",

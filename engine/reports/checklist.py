@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import yaml
 
-from engine.source.model import Runbook, Step, StepKind, format_duration
+from engine.durations import format_duration
+from engine.source.model import Runbook, Step, StepKind
 
 
 def runbook_markdown(runbook: Runbook) -> str:

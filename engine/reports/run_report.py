@@ -9,7 +9,7 @@ import json
 from xml.etree import ElementTree as ET
 
 from engine.journal import events as ev
-from engine.source.model import format_duration
+from engine.durations import format_duration
 from engine.journal.views import step_views
 
 

@@ -14,13 +14,14 @@ from typing import Callable
 
 from engine.journal import events as ev
 from engine.errors import EXIT_PAUSED, EngineError, UsageError
-from engine.run.executor import RunOptions
+from engine.guide.identity import operator_name
+from engine.run.lifecycle import execute_run, held_run
+from engine.run.options import RunOptions
+from engine.run.prepare import RunRequest, check_step_mode, prepare
 from engine.journal.store import open_store
 from engine.source.model import Runbook
 from engine.journal.replay import ReplayState, replay, step_id_of
-from engine.run.signals import InterruptGuard
-from engine.run.start import (RunHandle, RunRequest, _execute, check_step_mode, fingerprints,
-                            operator_name, prepare)
+from engine.run.start import RunHandle, fingerprints
 
 
 class NothingToResume(EngineError):
@@ -59,14 +60,10 @@ def resume_run(request: ResumeRequest, observers: list[Callable] = (),
                ask: Callable[[str, str], str] | None = None) -> RunHandle:
     """Resume a run. ``ask(step_label, key)`` returns "rerun"/"skip" on a terminal, or is None."""
     store = open_store(request.state_dir, request.state_url)
-    guard = InterruptGuard().install()
-    guard.hold()  # a Ctrl-C from here on is delivered inside the executor, and journaled
-    try:
-        journal, lock = store.open_run(request.run_id, operator_name(request.operator))
-    except BaseException:
-        guard.uninstall()
-        raise
-    try:
+    operator = operator_name(request.operator)
+    with held_run(lambda: store.open_run(request.run_id, operator), observers,
+                  exits_after=request.exits_after) as held:
+        journal = held.journal
         started = _run_started(journal.events, request.run_id)
         _refuse_finished(journal.events, request.run_id)
         changes = _changes(started.data)
@@ -77,19 +74,13 @@ def resume_run(request: ResumeRequest, observers: list[Callable] = (),
         prepared = prepare(run_request)
         state = replay(journal.events)
         decisions = _decide_in_doubt(prepared.runbook, state, request, ask)
-        for observer in observers:
-            journal.subscribe(observer)
         journal.append(ev.RUN_RESUMED, None, prepared.redactor.mask({
             "runbook": started.data.get("runbook", {}) | {"source": None},
             "rto": started.data.get("rto"), "dry_run": run_request.options.dry_run,
             "allow_changed": bool(changes), "changes": [c for c, _ in changes],
             "in_doubt": decisions, "completed_steps": len(state.completed)}))
         _record_skips(journal, state, decisions)
-        outcome = _execute(prepared, journal, run_request.options, state, guard)
-    finally:
-        guard.finish(keep_handlers=request.exits_after)
-        journal.close()
-        lock.release()
+        outcome = execute_run(prepared, held, run_request.options, state)
     return RunHandle(request.run_id, prepared.runbook, outcome, store, run_request.options)
 
 

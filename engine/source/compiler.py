@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from engine import actions
+from engine.actions.arguments import arg_validator
 from engine.errors import SourceError, SourceErrors
 from engine.source.loader import Document, load_file
 from engine.memory import paused_gc
-from engine.source.model import Input, Runbook, Step, StepKind, Verify, parse_duration
+from engine.durations import parse_duration
+from engine.source.model import Input, Runbook, Step, StepKind, Verify
 from engine.source.schema import (STEP_KEYWORDS, combinator_message, did_you_mean, fragment_errors,
                            pick_branch, schema_errors)
 from engine.templating import Templar, TemplateFailure
@@ -311,7 +313,7 @@ class _Compiler:
 
     def _check_args(self, action: str, args: Any, path: tuple) -> None:
         cls = actions.get_action(action)
-        for error in _arg_validator(cls).iter_errors(args):
+        for error in arg_validator(cls).iter_errors(args):
             if _is_templated(error.instance):
                 continue  # known only at run time; checked again after rendering
             sub = path + tuple(error.absolute_path)
@@ -346,18 +348,6 @@ def _unknown_key_message(key: str) -> str:
     return f"unknown action or keyword '{key}' (see 'runbook actions')"
 
 
-_VALIDATORS: dict[type, Any] = {}
-
-
-def _arg_validator(cls):
-    validator = _VALIDATORS.get(cls)
-    if validator is None:
-        from jsonschema import Draft202012Validator
-
-        validator = _VALIDATORS[cls] = Draft202012Validator(cls.args_schema)
-    return validator
-
-
 def _arg_errors(doc: Document, action: str, path: tuple, error) -> Iterator[SourceError]:
     special = combinator_message(error)
     if special:
@@ -375,14 +365,6 @@ def _arg_errors(doc: Document, action: str, path: tuple, error) -> Iterator[Sour
                                 f"{did_you_mean(key, known)}", key=True)
         return
     yield doc.error(path, f"{action}: {error.message}")
-
-
-def check_rendered_args(action_cls, args: Any) -> str | None:
-    """First schema violation in run-time (rendered) arguments, as a message, or None."""
-    for error in _arg_validator(action_cls).iter_errors(args):
-        where = ".".join(str(p) for p in error.absolute_path)
-        return f"{action_cls.name}: {where + ': ' if where else ''}{error.message}"
-    return None
 
 
 def _is_templated(value: Any) -> bool:

@@ -15,7 +15,7 @@ from typing import Iterator
 
 from engine.errors import SourceError
 from engine.source.loader import Document
-from engine.source.model import DURATION_HELP, DURATION_PATTERN
+from engine.durations import DURATION_HELP, DURATION_PATTERN
 
 SCHEMA_ID = "https://runbook-engine.dev/schemas/runbook.schema.json"
 INVENTORY_SCHEMA_ID = "https://runbook-engine.dev/schemas/inventory.schema.json"

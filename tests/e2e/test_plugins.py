@@ -109,3 +109,22 @@ def test_actions_shows_the_plugin_arguments(tmp_path, plugin_path):
     who = next(line for line in lines if line.strip().startswith("who "))
     assert "Whom to greet." in who and "(required)" in who
     assert any(line.strip().startswith("punctuation ") for line in lines)
+
+
+def test_a_plugins_sensitive_arguments_are_masked_in_every_event(tmp_path, plugin_path):
+    write_runbook(tmp_path, """
+        name: Login
+        steps:
+          - name: Log in
+            hello.login: {user: dana, password: plain-hunter2-literal}
+    """)
+    for extra in ([], ["--dry-run"]):
+        done = runbook_cli("run", "runbook.yaml", "--state-dir", "state", "--output", "json",
+                           *extra, cwd=tmp_path, env=_with_plugin(plugin_path))
+        assert done.rc == 0, done.output
+        assert "plain-hunter2-literal" not in done.output
+        shown = [e["data"]["args"] for e in done.events()
+                 if e["type"] in ("step.started", "step.planned")]
+        assert shown == [{"user": "dana", "password": "***"}]
+    journals = "".join(p.read_text() for p in (tmp_path / "state").rglob("journal.jsonl"))
+    assert "plain-hunter2-literal" not in journals and '"password":"***"' in journals

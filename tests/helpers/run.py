@@ -108,7 +108,7 @@ class Ran:
 
 
 def run_inprocess(directory: Path, text: str, *, extra=(), inventories=(), **options) -> Ran:
-    from engine.run.executor import RunOptions
+    from engine.run.options import RunOptions
     from engine.run.start import RunRequest, start_run
 
     path = write_runbook(directory, text)

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from engine.actions.base import Context
 from engine.actions.postgres import Ping, Query, Replication
+from engine.cli.app import cli
 from engine.cli.lab import lab
 from engine.lab.sandbox import LabError, lab_down, lab_reset, lab_status, lab_up, runtime_dir_for
 
@@ -211,7 +212,7 @@ def test_cli_lab_up_status_down(tmp_path):
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
-    result = CliRunner().invoke(lab, ["up", "--dir", str(tmp_path)])
+    result = CliRunner().invoke(cli, ["lab", "up", "--dir", str(tmp_path)])  # as `runbook lab up`
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and result.output.count("\n") == 1
     assert "Traceback" not in result.output

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.source.model import DURATION_PATTERN, format_duration, parse_duration
+from engine.durations import DURATION_PATTERN, format_duration, parse_duration
 
 
 @pytest.mark.parametrize("value, seconds", [

@@ -93,6 +93,19 @@ def test_shipped_runbook_passes_the_committed_schema(path, runbook_validator):
     assert errors == []
 
 
+def test_the_example_inventories_are_shipped():
+    shipped = {p.name for p in (ROOT / "inventories").glob("*.y*ml")}
+    assert {"lab.yaml", "production.yaml", "dr.yaml"} <= shipped
+
+
+@pytest.mark.parametrize("path", SHIPPED_INVENTORIES, ids=lambda p: p.name)
+def test_shipped_inventory_loads_like_runbook_run_loads_it(path):
+    from engine.source.inventory import load_inventories
+
+    inventory = load_inventories([path])
+    assert inventory.targets and all("name" in t for t in inventory.targets.values())
+
+
 @pytest.mark.parametrize("path", SHIPPED_INVENTORIES, ids=lambda p: p.name)
 def test_shipped_inventory_passes_the_committed_schema(path):
     validator = Draft202012Validator(json.loads(INVENTORY_SCHEMA_FILE.read_text()))
