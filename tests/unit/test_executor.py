@@ -598,3 +598,34 @@ steps:
 """)
     assert ran.status == "failed"
     assert ran.of("count", "step.failed")[0].data["message"] == "expected 5 rows, found 3"
+
+
+# --- observers ---
+
+def test_an_observer_that_raises_is_stopped_and_the_run_goes_on(tmp_path, capsys):
+    from helpers.run import journal_lines, write_runbook
+
+    from engine.run.options import RunOptions
+    from engine.run.start import RunRequest, start_run
+
+    seen = []
+
+    def flaky(event):
+        seen.append(event.type)
+        if len(seen) == 2:
+            raise RuntimeError("the reporter broke")
+
+    path = write_runbook(tmp_path, """
+        name: observed
+        steps:
+          - {id: one, debug: {msg: one}}
+          - {id: two, debug: {msg: two}}
+    """)
+    handle = start_run(RunRequest(runbook=str(path), options=RunOptions(),
+                                  state_dir=str(tmp_path / "state"), operator="tester"), [flaky])
+    assert handle.outcome.status == "completed"
+    assert len(seen) == 2  # stopped after it failed, never called again
+    types = [e["type"] for e in journal_lines(tmp_path / "state")]
+    assert types[-1] == "run.completed" and types.count("step.succeeded") == 2
+    warning = capsys.readouterr().err
+    assert warning.count("observer failed and was stopped (RuntimeError: the reporter broke)") == 1
