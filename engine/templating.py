@@ -19,6 +19,9 @@ from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from engine import filters
+from engine.unknowns import Unknown, UnknownValue
+
 MASK = "***"
 
 _SINGLE_EXPR = re.compile(r"^\{\{((?:(?!\}\}|\{\{).)*)\}\}$", re.DOTALL)
@@ -26,66 +29,6 @@ _SINGLE_EXPR = re.compile(r"^\{\{((?:(?!\}\}|\{\{).)*)\}\}$", re.DOTALL)
 
 class TemplateFailure(Exception):
     """A template or expression could not be evaluated (message is user-facing)."""
-
-
-class UnknownValue(Exception):
-    """An expression needed a value that a dry-run could not produce."""
-
-    def __init__(self, unknown: "Unknown") -> None:
-        super().__init__(f"{unknown.origin} is unknown in a dry-run")
-        self.unknown = unknown
-
-
-class Unknown:
-    """A value that only a real run would know, e.g. ``users.rows`` of a planned step."""
-
-    __slots__ = ("origin",)
-
-    def __init__(self, origin: str) -> None:
-        self.origin = origin
-
-    def __getattr__(self, name: str) -> "Unknown":
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return Unknown(f"{self.origin}.{name}")
-
-    def __getitem__(self, key: Any) -> "Unknown":
-        if isinstance(key, slice):
-            key = f"{'' if key.start is None else key.start}:{'' if key.stop is None else key.stop}"
-            return Unknown(f"{self.origin}[{key}]")
-        return Unknown(f"{self.origin}[{key!r}]")
-
-    def _derived(self, *_: Any) -> "Unknown":
-        return self
-
-    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _derived  # type: ignore[assignment]
-    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _derived
-    __truediv__ = __floordiv__ = __mod__ = __neg__ = _derived
-    __hash__ = object.__hash__
-
-    def _concrete(self, *_: Any):
-        raise UnknownValue(self)
-
-    __bool__ = __len__ = __iter__ = __int__ = __float__ = __index__ = __contains__ = _concrete
-
-    def __str__(self) -> str:
-        return f"<{self.origin}: unknown until run>"
-
-    __repr__ = __str__
-
-
-def _contains_unknown(value: Any) -> Unknown | None:
-    if isinstance(value, Unknown):
-        return value
-    if isinstance(value, dict):
-        value = value.values()
-    elif not isinstance(value, (list, tuple)):
-        return None
-    for item in value:
-        found = _contains_unknown(item)
-        if found is not None:
-            return found
-    return None
 
 
 class _Environment(ImmutableSandboxedEnvironment):
@@ -106,7 +49,10 @@ class Templar:
     def __init__(self) -> None:
         self.env = _Environment(undefined=StrictUndefined, autoescape=False,
                                 keep_trailing_newline=True)
-        self.env.filters.update(_EXTRA_FILTERS)
+        self.env.filters.update(filters.FILTERS)
+        self.env.globals.update(filters.GLOBALS)
+        filters.make_unknown_aware(self.env.filters)
+        filters.make_unknown_aware(self.env.tests, keep=filters.TESTS_KNOWN_FOR_UNKNOWNS)
         self._templates: dict[str, Any] = {}
         self._expressions: dict[str, Any] = {}
 
@@ -233,24 +179,6 @@ def _undefined_message(exc: UndefinedError, source: str = "") -> str:
         return f"undefined variable '{match.group(1)}'"
     where = f" in {source.strip()!r}" if source else ""
     return f"undefined value{where}: {message}"
-
-
-def contains_unknown(value: Any) -> Unknown | None:
-    """The first ``Unknown`` inside ``value``, if any."""
-    return _contains_unknown(value)
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on", "y")
-    return bool(value)
-
-
-_EXTRA_FILTERS = {
-    "bool": _to_bool,
-    "to_json": lambda v: __import__("json").dumps(v, default=str),
-    "from_json": lambda v: __import__("json").loads(v),
-}
 
 
 _URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)([^@/\s]+)(@)")

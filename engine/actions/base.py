@@ -167,6 +167,19 @@ class Action:
         shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
         return f"{self.name} {shown}".strip()
 
+    def touches(self, args: Any, ctx: Context) -> set[str]:
+        """What this invocation reads or changes, as resource keys (``target:NAME``,
+        ``postgres:HOST:PORT/DB``, ``file:/abs/path``, ``http:SCHEME://HOST``, ...).
+
+        A rehearsal uses them to tell a pre-flight probe (it runs) from a check of
+        something a planned step would change (it is planned: it would only see the old
+        state). The default reads the step's target and the usual argument names
+        (``dsn``, ``path``/``dest``/``src``, ``url``); a family overrides it to name
+        its own objects (a Kubernetes object, a Route 53 record, ...)."""
+        from engine.actions.resources import default_resources
+
+        return default_resources(args, ctx.target)
+
     def run(self, args: dict, ctx: Context) -> Result:  # pragma: no cover - abstract
         raise NotImplementedError
 

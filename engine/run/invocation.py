@@ -12,11 +12,12 @@ from engine.actions.arguments import check_rendered_args
 from engine.actions.base import ActionError, Result
 from engine.control import Decision, RollbackRequested, RunAborted, RunPaused
 from engine.journal import events as ev
-from engine.run.rehearsal import has_unknown
+from engine.run.rehearsal import UNKNOWN_ARGS, has_unknown
 from engine.run.runtime import Runtime
 from engine.run.values import STANDARD_KEYS, failed_value, result_value, skipped_value
 from engine.source.model import Step, Verify
-from engine.templating import TemplateFailure, Unknown, UnknownValue, contains_unknown
+from engine.templating import TemplateFailure
+from engine.unknowns import UNKNOWN_MARK, Unknown, UnknownValue, contains_unknown
 
 HIDDEN = "<hidden: no_log>"
 SENSITIVE = "***"
@@ -44,18 +45,45 @@ class Invocation:
         try:
             args = self.render_args(step, cls, scope)
         except UnknownValue as unknown:
-            return self.handle_planned(step, ref, f"{step.action} (arguments known only at "
-                                       "run time)", unknown.unknown.origin)
+            return self.handle_planned(step, ref, f"{step.action}: {UNKNOWN_ARGS} "
+                                       f"({unknown.unknown})", str(unknown.unknown), mutates)
         except TemplateFailure as exc:
             self.rt.emit(ev.STEP_STARTED, ref, {"action": step.action})
             return self.handle_failure(step, ref, f"{step.pos}: {exc}")
         self._treat_as_secrets(cls, args)
         shown = shown_args(step, cls, args)
         action = cls()
-        if self.rt.policy.plans_instead_of_running(mutates, args):
-            plan = f"{step.action} {HIDDEN}" if step.no_log else self.plan_line(action, args, step)
-            return self.handle_planned(step, ref, plan, None, shown)
-        return self._run_until_decided(step, ref, action, args, scope, shown, mutates)
+        self.rt.ctx.bind_step(None, None, step, ref, self.rt.target_settings(ref))
+        touched = self._touched(action, args)
+        reason = self.rt.policy.plan_reason(step, mutates, args, touched, cls.sets_facts)
+        if reason is not None:
+            return self._plan(step, ref, action, args, shown, mutates, reason, touched)
+        try:
+            return self._run_until_decided(step, ref, action, args, scope, shown, mutates)
+        except UnknownValue as unknown:  # an assert-like action met a value only a run knows
+            return self.handle_planned(step, ref, f"would check once {unknown.unknown} is "
+                                       "known", str(unknown.unknown), mutates, shown)
+
+    def _plan(self, step, ref, action, args, shown, mutates, reason, touched) -> Unknown:
+        """Plan instead of run: say what would change (or what would be checked, and why)."""
+        if step.no_log:
+            line = f"{step.action} {HIDDEN}"
+        elif reason == UNKNOWN_ARGS:
+            line = f"{describe_args(step.action, args)} ({UNKNOWN_ARGS})"
+        else:
+            line = self.plan_line(action, args, step)
+        if reason and reason != UNKNOWN_ARGS:
+            line = f"{reason}: {line}"
+        if mutates:
+            self.rt.policy.record_change(step, touched)
+        unknown = first_unknown_text(args) if reason == UNKNOWN_ARGS else None
+        return self.handle_planned(step, ref, line, unknown, mutates, shown)
+
+    def _touched(self, action, args) -> set[str]:
+        try:
+            return set(action.touches(args, self.rt.ctx))
+        except Exception:  # a broken touches() must not end a rehearsal: assume nothing
+            return set()
 
     def _run_until_decided(self, step, ref, action, args, scope, shown, mutates) -> Any:
         """Run the action; after a failure in step mode the operator may retry or skip it."""
@@ -87,9 +115,7 @@ class Invocation:
             args = templar.render(step.args, scope)
         if args is None:
             args = {}
-        unknown = contains_unknown(args)
-        if unknown is not None:
-            raise UnknownValue(unknown)
+        # An unknown satisfies any type until the real run: the check waits for it.
         problem = check_rendered_args(cls, args) if not has_unknown(args) else None
         if problem:
             raise TemplateFailure(f"after rendering: {problem}")
@@ -153,7 +179,7 @@ class Invocation:
             self.rt.emit(ev.STEP_PAUSED, ctx.step_ref, {"reason": pause.reason,
                                                         "hint": pause.hint})
             raise
-        except (KeyboardInterrupt, SystemExit, RunAborted, RollbackRequested):
+        except (KeyboardInterrupt, SystemExit, RunAborted, RollbackRequested, UnknownValue):
             raise
         except Exception as exc:  # an action bug must fail the step, not the engine
             result = Result(ok=False, message=f"action {step.action} crashed: "
@@ -237,7 +263,7 @@ class Invocation:
             message = f"failed, details {HIDDEN}"
         data = end_data(step, value)
         data["message"] = message
-        finding = self.rt.policy.failure_is_finding()
+        finding = self.rt.policy.failure_is_finding(step)
         if finding:
             data["finding"] = True
             self.rt.policy.record_finding(step, message)
@@ -245,18 +271,20 @@ class Invocation:
             data["ignored"] = True
         self.rt.emit(ev.STEP_FAILED, ref, data)
         if finding:
-            return Unknown(step.register or step.id)
+            return Unknown(step.register or step.id, step.id)
         if not step.ignore_errors:
             raise StepFailed(step, f"{step.label}: {message}", ref)
         return value
 
     def handle_planned(self, step: Step, ref: dict, plan: str, unknown: str | None,
-                       args: Any = None) -> Unknown:
-        self.rt.emit(ev.STEP_PLANNED, ref, {"action": step.action, "plan": plan, "args": args,
-                                            "unknown": unknown,
-                                            "expected_duration": step.expected_duration})
+                       mutates: bool, args: Any = None) -> Unknown:
+        self.rt.emit(ev.STEP_PLANNED, ref, {
+            "action": step.action, "plan": plan, "args": args, "unknown": unknown,
+            "mutates": mutates, "expected_duration": step.expected_duration,
+            "checks": [f"would check: {' and '.join(c.that)} after '{step.label}'"
+                       for c in step.verify]})
         self.rt.policy.count_planned(step)
-        return Unknown(step.register or step.id)
+        return Unknown(step.register or step.id, step.id)
 
 
 def shown_args(step: Step, cls, args: Any) -> Any:
@@ -267,6 +295,33 @@ def shown_args(step: Step, cls, args: Any) -> Any:
         return {k: (SENSITIVE if k in cls.sensitive_args and v not in (None, "") else v)
                 for k, v in args.items()}
     return args
+
+
+def describe_args(action: str, args: Any) -> str:
+    """``action key=value, ...`` with unknown parts shown as what they will come from."""
+    if isinstance(args, dict):
+        return f"{action} " + ", ".join(f"{k}={_shown(v)}" for k, v in args.items())
+    return f"{action} {_shown(args)}"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_shown(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def first_unknown_text(args: Any) -> str | None:
+    unknown = contains_unknown(args)
+    if unknown is not None:
+        return str(unknown)
+    text = _shown(args)
+    start = text.find("<from step ")
+    if start < 0:
+        start = text.rfind("<", 0, text.find(UNKNOWN_MARK))
+    end = text.find(">", start)
+    return text[start:end + 1] if start >= 0 and end > start else None
 
 
 def end_data(step: Step, value: dict) -> dict:

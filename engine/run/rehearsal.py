@@ -12,10 +12,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from engine.templating import Unknown
+from engine.actions.resources import overlaps
+from engine.unknowns import UNKNOWN_MARK, Unknown
 
-#: what ``str(Unknown)`` renders to inside a larger string
-_PLACEHOLDER = "unknown until run>"
+#: what ``str(Unknown)`` ends with inside a larger string
+_PLACEHOLDER = UNKNOWN_MARK + ">"
+#: why a step whose arguments are known only at run time is planned
+UNKNOWN_ARGS = "its arguments are known only at run time"
 
 
 class LiveRun:
@@ -27,8 +30,14 @@ class LiveRun:
         self.findings: list[dict] = []
         self.strict = False
 
-    def plans_instead_of_running(self, mutates: bool, args: Any) -> bool:
-        return False
+    def plan_reason(self, step, mutates: bool, args: Any, touched: set[str],
+                    accepts_unknowns: bool = False) -> str | None:
+        """None: run the invocation. A string: only plan it ("" for a change; else why a
+        read-only step is planned)."""
+        return None
+
+    def record_change(self, step, touched: set[str]) -> None:
+        pass
 
     def asks_operator(self) -> bool:
         return True
@@ -36,7 +45,7 @@ class LiveRun:
     def rolls_back(self) -> bool:
         return True
 
-    def failure_is_finding(self) -> bool:
+    def failure_is_finding(self, step) -> bool:
         """False: a failure stops the run unless the step ignores it or a rescue catches it."""
         return False
 
@@ -63,9 +72,33 @@ class Rehearsal(LiveRun):
         self.strict = strict
         self.estimate = 0.0
         self._lock = threading.Lock()
+        self._changed: list[tuple[str, set[str]]] = []  # (step label, resource keys)
 
-    def plans_instead_of_running(self, mutates: bool, args: Any) -> bool:
-        return mutates or has_unknown(args)
+    def plan_reason(self, step, mutates: bool, args: Any, touched: set[str],
+                    accepts_unknowns: bool = False) -> str | None:
+        if has_unknown(args) and not accepts_unknowns:
+            return UNKNOWN_ARGS
+        if step.rehearse == "run":
+            return None
+        if step.rehearse == "plan" or mutates:
+            return ""
+        changed = self.changed_by(touched)
+        if changed is not None:
+            return f"would check after '{changed}' (which this rehearsal only plans)"
+        return None
+
+    def record_change(self, step, touched: set[str]) -> None:
+        """A planned change: later read-only steps on the same things are planned too."""
+        with self._lock:
+            self._changed.append((step.label, set(touched)))
+
+    def changed_by(self, touched: set[str]) -> str | None:
+        """The latest planned step that changes something ``touched`` names."""
+        with self._lock:
+            for label, keys in reversed(self._changed):
+                if any(overlaps(a, b) for a in touched for b in keys):
+                    return label
+        return None
 
     def asks_operator(self) -> bool:
         return False
@@ -73,10 +106,11 @@ class Rehearsal(LiveRun):
     def rolls_back(self) -> bool:
         return False
 
-    def failure_is_finding(self) -> bool:
-        """True: a finding may only mean an earlier change was not made, so the
-        rehearsal goes on and what the step would return becomes unknown."""
-        return True
+    def failure_is_finding(self, step) -> bool:
+        """A failed probe is a finding (the rehearsal goes on; what it would return becomes
+        unknown) — unless the step ignores errors: then the failure is what the runbook
+        expects (a gate such as "the primary is down") and its real result is kept."""
+        return not step.ignore_errors
 
     def record_finding(self, step, message: str) -> None:
         with self._lock:

@@ -15,7 +15,8 @@ from engine.run.invocation import HIDDEN, Invocation, StepFailed, step_ref
 from engine.run.runtime import Runtime
 from engine.run.values import STANDARD_KEYS, failed_value, loop_value, restored_value, skipped_value
 from engine.source.model import Step, StepKind
-from engine.templating import TemplateFailure, Unknown, UnknownValue
+from engine.templating import TemplateFailure
+from engine.unknowns import Unknown, UnknownValue
 
 _MISSING = object()
 _NO_ITEM = object()  # a step without a loop runs once per target
@@ -51,15 +52,25 @@ class Walker:
             if self.rt.templar.truth(step.when, self._local_scope(step, scope)):
                 return True
         except UnknownValue as unknown:
-            self.rt.emit(ev.STEP_PLANNED, ref, {"conditional": when_text(step.when),
-                                                "plan": f"would run if {when_text(step.when)}",
-                                                "unknown": unknown.unknown.origin})
+            self._plan_group_inside(step, unknown)
             return False
         except TemplateFailure as exc:
             self.invocation.handle_failure(step, ref, f"{step.pos}: when: {exc}")
             return False
         self.rt.emit(ev.STEP_SKIPPED, ref, {"reason": f"condition false: {when_text(step.when)}"})
         return False
+
+    def _plan_group_inside(self, group: Step, unknown: UnknownValue) -> None:
+        """A group whose ``when`` only a real run can decide: each step it would run is
+        planned on its own, so no change it holds is missing from the plan (its rescue
+        steps run only after a failure, as in a known group)."""
+        condition = when_text(group.when)
+        for step in walk_actions(group, with_rescue=False):
+            self.rt.emit(ev.STEP_PLANNED, step_ref(step), {
+                "action": step.action, "plan": f"would run if {condition}: {step.action}",
+                "conditional": condition, "unknown": str(unknown.unknown),
+                "mutates": self._mutates(step), "expected_duration": step.expected_duration})
+            self.rt.policy.count_planned(step)
 
     def _block(self, step: Step, scope: dict, tags: frozenset) -> None:
         if not self._group_allowed(step, scope):
@@ -213,14 +224,21 @@ class Walker:
         return local
 
     def _plan_conditional(self, step: Step, scope: dict, ref: dict,
-                          unknown: UnknownValue) -> None:
-        condition = when_text(step.when)
-        self.rt.emit(ev.STEP_PLANNED, ref, {"plan": f"would run if {condition}",
-                                            "conditional": condition,
-                                            "unknown": unknown.unknown.origin,
-                                            "expected_duration": step.expected_duration})
+                          unknown: UnknownValue, plan: str | None = None) -> None:
+        """A step that only a real run can decide about: planned, naming what is unknown."""
+        condition = when_text(step.when) if step.when is not None else None
+        self.rt.emit(ev.STEP_PLANNED, ref, {
+            "action": step.action, "plan": plan or f"would run if {condition}",
+            "conditional": condition, "unknown": str(unknown.unknown),
+            "mutates": self._mutates(step), "expected_duration": step.expected_duration})
         self.rt.policy.count_planned(step)
-        self.register(step, scope, Unknown(step.register or step.id))
+        self.register(step, scope, Unknown(step.register or step.id, step.id))
+
+    @staticmethod
+    def _mutates(step: Step) -> bool:
+        if step.mutates is not None:
+            return step.mutates
+        return bool(step.action) and actions.get_action(step.action).mutates
 
     # --- loops and targets ---
     def _iterations(self, step: Step, scope: dict, local: dict, ref: dict) -> None:
@@ -229,7 +247,9 @@ class Walker:
             targets = self._targets(step, local, ref)
             items = self._loop_items(step, local) if step.loop is not None else [_NO_ITEM]
         except UnknownValue as unknown:
-            self._plan_conditional(step, scope, ref, unknown)
+            what = "target" if step.target is not None and step.loop is None else "item"
+            self._plan_conditional(step, scope, ref, unknown,
+                                   f"{step.action} for each {what} of {unknown.unknown}")
             return
         except TemplateFailure as exc:
             what = "target" if "target" in str(exc) and step.target is not None else "loop"
@@ -338,6 +358,17 @@ def resolve_targets(wanted: Any, targets: dict, groups: dict) -> list[str]:
                                   f"{did_you_mean(entry, [*targets, *groups])}")
         names += [n for n in found if n not in names]
     return names
+
+
+def walk_actions(step: Step, with_rescue: bool = True):
+    """The action steps inside a group, in order (not its rollbacks)."""
+    groups = (step.block, step.rescue, step.always, step.children) if with_rescue else (
+        step.block, step.always, step.children)
+    for group in groups:
+        for child in group:
+            if child.action:
+                yield child
+            yield from walk_actions(child, with_rescue)
 
 
 def forward_steps(steps) -> list[Step]:

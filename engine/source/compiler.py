@@ -236,7 +236,8 @@ class _Compiler:
             always=self.steps(item.get("always"), path + ("always",), "", sub + "always."),
             children=self.steps(item.get("parallel"), path + ("parallel",), "", sub + "parallel.")
             if kind is StepKind.PARALLEL else (),
-            target=item.get("target"))
+            target=item.get("target"),
+            rehearse=item.get("rehearse") if item.get("rehearse") in ("run", "plan") else None)
 
     # --- include: steps from another file, compiled in place ---
     def include(self, item: dict, path: tuple, sub: str) -> tuple[Step, ...]:

@@ -66,6 +66,8 @@ class Step:
     #: inventory target(s) the step acts on: a target name, a group name or a list
     #: of them (templates allowed); None: the machine running the engine
     target: Any = None
+    #: in a dry-run: "run" or "plan" overrides the engine's choice; None: the engine decides
+    rehearse: str | None = None
 
     def __hash__(self) -> int:
         return hash(self.path)

@@ -54,6 +54,10 @@ STEP_KEYWORDS: dict[str, dict] = {
     "include": {"type": "string", "minLength": 1,
                 "description": "Steps from another file (a YAML list of steps), path relative "
                                "to this file; `vars`, `when` and `tags` apply to all of them."},
+    "rehearse": {"enum": ["run", "plan"],
+                 "description": "In a dry-run: `run` runs this step for real (a read-only check the "
+                                "engine would plan), `plan` only plans it (a probe of what a planned "
+                                "step changes). Without it the engine decides."},
     "target": {"type": ["string", "array"], "items": {"type": "string"},
                "description": "Inventory target(s) the step acts on: a target, a group, or a list; "
                               "with several, the step runs once per target (`parallel: N` for forks)."},

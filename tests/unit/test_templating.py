@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.templating import (MASK, Redactor, Templar, TemplateFailure, Unknown, UnknownValue,
-                               contains_unknown)
+from engine.templating import MASK, Redactor, Templar, TemplateFailure
+from engine.unknowns import Unknown, UnknownValue, contains_unknown
 
 
 @pytest.fixture()
@@ -114,9 +114,36 @@ def test_condition_on_an_unknown_raises_unknown_value(templar):
     assert caught.value.unknown.origin.startswith("users.rows")
 
 
-def test_filter_that_needs_a_concrete_value_raises_unknown_value(templar):
+def test_a_filter_over_an_unknown_gives_an_unknown_and_a_condition_on_it_raises(templar):
+    # The rehearsal contract: unknowns flow through every filter and test; only a
+    # decision that needs the value (``if``, ``when``) stops at it.
+    value = templar.evaluate("users.rows | length", {"users": Unknown("users", "load")})
+    assert isinstance(value, Unknown) and value.origin == "users.rows | length"
+    assert value.step == "load"
     with pytest.raises(UnknownValue):
-        templar.evaluate("users.rows | length", {"users": Unknown("users")})
+        templar.truth("users.rows | length > 0", {"users": Unknown("users")})
+
+
+@pytest.mark.parametrize("expression", [
+    "dump.path | tojson", "dump.path | to_json", "dump.stdout | from_json",
+    "{'a': 1} | combine(dump.extra)", "dump.path | regex_replace('x', 'y')",
+    "dump.path | basename", "dump.size * 2 + 1", "'prefix-' ~ dump.path",
+    "dump.path.split('/')", "dump.items | map(attribute='name') | list",
+    "dump.path is string", "[dump.path, 'b'] | join(',')", "dump.text | b64encode",
+    "dump | dict2items", "dump.path | quote",
+])
+def test_unknowns_flow_through_filters_tests_arithmetic_and_methods(templar, expression):
+    value = templar.render_string("{{ " + expression + " }}", {"dump": Unknown("dump", "dump")})
+    assert isinstance(value, Unknown) or "unknown until run" in str(value), value
+
+
+def test_a_string_holding_an_unknown_names_the_step_it_comes_from(templar):
+    text = templar.render_string("pg_restore {{ dump.path }}", {"dump": Unknown("dump", "take")})
+    assert text == "pg_restore <from step 'take': dump.path, unknown until run>"
+
+
+def test_defined_is_known_for_an_unknown(templar):
+    assert templar.truth("dump is defined", {"dump": Unknown("dump")}) is True
 
 
 def test_single_expression_of_an_unknown_renders_the_unknown(templar):

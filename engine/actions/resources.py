@@ -1,0 +1,58 @@
+"""Resource keys: the names under which a rehearsal remembers what a planned step would
+change, so that a later read-only step on the same thing is planned, not run against the
+old state. Two steps touch the same thing when they share a key."""
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+PATH_KEYS = ("path", "dest", "src", "sha256_file", "chdir")
+URL_KEYS = ("url", "health_url")
+
+
+def default_resources(args: Any, target: dict | None) -> set[str]:
+    """Keys from the step's target and the usual argument names."""
+    keys: set[str] = set()
+    if target and target.get("name"):
+        keys.add(f"target:{target['name']}")
+    if not isinstance(args, dict):
+        return keys
+    if isinstance(args.get("dsn"), str):
+        keys.add(postgres_key(args["dsn"]))
+    for name in PATH_KEYS:
+        if isinstance(args.get(name), str) and args[name]:
+            keys.add(file_key(args[name]))
+    for name in URL_KEYS:
+        if isinstance(args.get(name), str) and args[name]:
+            keys.add(http_key(args[name]))
+    return keys
+
+
+def postgres_key(dsn: str) -> str:
+    """``postgres:host:port/db`` of a URL or key=value DSN (never its password)."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        host = parts.hostname or "localhost"
+        return f"postgres:{host}:{parts.port or 5432}/{parts.path.lstrip('/')}"
+    fields = dict(item.split("=", 1) for item in dsn.split() if "=" in item)
+    return (f"postgres:{fields.get('host', 'localhost')}:{fields.get('port', '5432')}/"
+            f"{fields.get('dbname', '')}")
+
+
+def file_key(path: str) -> str:
+    return f"file:{os.path.abspath(os.path.expanduser(path))}"
+
+
+def http_key(url: str) -> str:
+    parts = urlsplit(url)
+    return f"http:{parts.scheme}://{parts.netloc}"
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether two keys name the same thing (a file and its sidecar ``.sha256`` too)."""
+    if a == b:
+        return True
+    if a.startswith("file:") and b.startswith("file:"):
+        return a.startswith(b) or b.startswith(a)
+    return False
