@@ -4,6 +4,7 @@ old state. Two steps touch the same thing when they share a key."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,21 +13,43 @@ URL_KEYS = ("url", "health_url")
 
 
 def default_resources(args: Any, target: dict | None) -> set[str]:
-    """Keys from the step's target and the usual argument names."""
+    """Keys from the step's target, the usual argument names, and every file path written
+    in the arguments (an argv element, an environment value, a path inside a script)."""
     keys: set[str] = set()
     if target and target.get("name"):
         keys.add(f"target:{target['name']}")
-    if not isinstance(args, dict):
-        return keys
-    if isinstance(args.get("dsn"), str):
-        keys.add(postgres_key(args["dsn"]))
-    for name in PATH_KEYS:
-        if isinstance(args.get(name), str) and args[name]:
-            keys.add(file_key(args[name]))
-    for name in URL_KEYS:
-        if isinstance(args.get(name), str) and args[name]:
-            keys.add(http_key(args[name]))
+    if isinstance(args, dict):
+        if isinstance(args.get("dsn"), str):
+            keys.add(postgres_key(args["dsn"]))
+        for name in PATH_KEYS:
+            if isinstance(args.get(name), str) and args[name]:
+                keys.add(file_key(args[name]))
+        for name in URL_KEYS:
+            if isinstance(args.get(name), str) and args[name]:
+                keys.add(http_key(args[name]))
+    keys |= {file_key(path) for path in paths_in(args)}
     return keys
+
+
+_ABSOLUTE = re.compile(r"(?<![\w:/.~$-])(/[\w.@+-]+(?:/[\w.@+-]+)+)")
+
+
+def paths_in(value: Any) -> set[str]:
+    """File paths named in a value: whole strings that look like a path (``a/b``,
+    ``/x/y``) and absolute paths inside longer text (a shell script)."""
+    found: set[str] = set()
+    if isinstance(value, str):
+        if "/" in value and "://" not in value and not any(c.isspace() for c in value) \
+                and "{" not in value and len(value) < 4096:
+            found.add(value)
+        found.update(_ABSOLUTE.findall(value))
+    elif isinstance(value, dict):
+        for item in value.values():
+            found |= paths_in(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            found |= paths_in(item)
+    return found
 
 
 def postgres_key(dsn: str) -> str:
@@ -54,5 +77,10 @@ def overlaps(a: str, b: str) -> bool:
     if a == b:
         return True
     if a.startswith("file:") and b.startswith("file:"):
-        return a.startswith(b) or b.startswith(a)
+        return _within(a, b) or _within(b, a)
     return False
+
+
+def _within(path: str, other: str) -> bool:
+    """``path`` is inside the directory ``other``, or is ``other``'s sidecar (``x.sha256``)."""
+    return path.startswith(other + "/") or path.startswith(other + ".")

@@ -14,8 +14,9 @@ from engine.journal.events import Event
 from engine.durations import format_duration
 
 STYLES = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red",
-          "would change": "magenta", "would run if": "magenta", "finding": "bold yellow",
-          "ignored": "red", "retry": "yellow"}
+          "would change": "magenta", "would run if": "magenta", "would check": "blue",
+          "finding": "bold yellow", "ignored": "red", "retry": "yellow"}
+MESSAGE_WIDTH = 160  # longer messages are cut (with an ellipsis), never dropped
 
 
 class ConsoleReporter:
@@ -86,13 +87,15 @@ class ConsoleReporter:
     def _label(self, event: Event) -> str:
         step = event.step or {}
         label = step.get("name") or step.get("id", "")
+        if "target" in step:
+            label = f"{label} [{step['target']}]"
         return f"{label} [item {step['item']}]" if "item" in step else label
 
     def on_step_succeeded(self, event: Event) -> None:
         status = "changed" if event.data.get("changed") else "ok"
         self.counts[status] += 1
-        message = " ".join(str(event.data.get("message") or "").split())
-        self._line(status, self._label(event) + (f" — {message}" if message and len(message) < 100 else ""),
+        message = _shortened(" ".join(str(event.data.get("message") or "").split()))
+        self._line(status, self._label(event) + (f" — {message}" if message else ""),
                    f"{format_duration(event.data.get('elapsed'))} {self._clock()}")
         if self.dry_run:
             self.plan.append((self._label(event), "ran (read-only)", event.data.get("expected_duration")
@@ -117,7 +120,12 @@ class ConsoleReporter:
         self._line("skipped", f"{self._label(event)} — {event.data.get('reason', '')}")
 
     def on_step_planned(self, event: Event) -> None:
-        status = "would run if" if event.data.get("conditional") else "would change"
+        if event.data.get("conditional"):
+            status = "would run if"
+        elif event.data.get("mutates", True):
+            status = "would change"
+        else:
+            status = "would check"
         self.counts[status] += 1
         self._line(status, f"{self._label(event)}: {event.data.get('plan', '')}")
         self.plan.append((self._label(event), str(event.data.get("plan", "")),
@@ -128,6 +136,8 @@ class ConsoleReporter:
                             f"failed: {event.data.get('message', '')}")
 
     def on_verify_failed(self, event: Event) -> None:
+        if self.dry_run:
+            return  # the step's finding line says it once
         self._line("failed", f"{self._label(event)} — verify: {event.data.get('message', '')}")
 
     def on_run_completed(self, event: Event) -> None:
@@ -164,3 +174,7 @@ class ConsoleReporter:
             verdict = " — within RTO" if estimate <= self.rto else " — EXCEEDS RTO"
             verdict = f" against RTO {format_duration(self.rto)}{verdict}"
         self.write(f"  Estimated time to recovery: {format_duration(estimate)}{verdict}")
+
+
+def _shortened(message: str) -> str:
+    return message if len(message) <= MESSAGE_WIDTH else message[:MESSAGE_WIDTH - 1] + "…"

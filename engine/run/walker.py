@@ -142,9 +142,9 @@ class Walker:
 
     # --- one action step ---
     def _action_step(self, step: Step, scope: dict, tags: frozenset) -> None:
-        ref = step_ref(step)
         if not self._reached(step):
             return
+        ref = self._named_ref(step, scope)
         done = self.rt.replay.completed.get(step.id)
         if done is not None:
             self._restore(step, scope, done)
@@ -168,6 +168,17 @@ class Walker:
         else:
             self.register(step, scope, self.invocation.execute(step, local, ref))
 
+    def _named_ref(self, step: Step, scope: dict) -> dict:
+        """The step's journal reference, its name rendered when it is a template
+        (``Restart {{ item }}`` shows which item it restarts)."""
+        ref = step_ref(step)
+        if "{{" in ref["name"]:
+            try:
+                ref["name"] = str(self.rt.templar.render_string(ref["name"], scope))
+            except (TemplateFailure, UnknownValue):
+                pass  # a name is for people: the raw template is still better than nothing
+        return ref
+
     def _reached(self, step: Step) -> bool:
         """``--start-at``: steps before the named one are passed over."""
         if not self._started and step.id == self.rt.options.start_at:
@@ -175,9 +186,11 @@ class Walker:
         return self._started
 
     def _allowed_scope(self, step: Step, scope: dict, ref: dict) -> dict | None:
-        """The step's scope when its ``when`` holds; None when it is skipped or planned."""
+        """The step's scope when its ``when`` holds; None when it is skipped or planned.
+        A loop's or a fan-out's ``vars`` are rendered per item (they may use ``item``)."""
+        iterated = step.loop is not None or step.target is not None
         try:
-            local = self._local_scope(step, scope)
+            local = scope if iterated else self._local_scope(step, scope)
             if step.when is None or self.rt.templar.truth(step.when, local):
                 return local
             self.rt.emit(ev.STEP_SKIPPED, ref, {"reason": f"condition false: "
@@ -273,13 +286,21 @@ class Walker:
         self.register(step, scope, results[0] if single else loop_value(results))
 
     def _one_iteration(self, step: Step, local: dict, ref: dict, name, index: int, item) -> Any:
-        one_scope, one_ref = dict(local), dict(ref)
+        one_scope = dict(local)
         if name is not None:
             one_scope["target"] = self.rt.scope["targets"][name]
-            one_ref["target"] = name
         if item is not _NO_ITEM:
             one_scope[step.loop_var] = item
             one_scope["loop_index"] = index
+        one_ref = {**ref, **self._named_ref(step, one_scope)}
+        try:
+            one_scope = self._local_scope(step, one_scope)
+        except TemplateFailure as exc:
+            self.rt.emit(ev.STEP_STARTED, one_ref, {"action": step.action})
+            return self.invocation.handle_failure(step, one_ref, f"{step.pos}: {exc}")
+        if name is not None:
+            one_ref["target"] = name
+        if item is not _NO_ITEM:
             one_ref["item"] = index
         done = self.rt.replay.completed.get(step_key(one_ref))
         value = (restored_value(done) if done is not None

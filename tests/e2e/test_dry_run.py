@@ -55,7 +55,8 @@ def test_dry_run_plans_mutating_steps_and_runs_read_only_ones(workdir):
     assert "would change Move a file: run mv existing.txt moved.txt" in lines
     assert "would change command: run touch parallel-a" in lines
     planned = [e for e in journal_lines(workdir.parent / "state") if e["type"] == "step.planned"]
-    assert len(planned) == 12
+    assert len(planned) == 13  # 11 changes, 1 conditional, 1 check of what a change makes
+    assert len([e for e in planned if e["data"]["mutates"]]) == 12
     assert not [e for e in journal_lines(workdir.parent / "state") if e["type"] == "step.started"
                 and e["data"].get("mutates")], "no mutating step may start in a dry-run"
 
@@ -65,13 +66,21 @@ def test_a_condition_on_an_unknown_result_would_run_if(workdir):
     assert "would run if Copy when the append worked: would run if appended.rc == 0" in done.stdout
 
 
+def test_a_check_of_what_a_planned_step_changes_is_planned_not_run(workdir):
+    done = _dry_run(workdir)
+    assert ("would check  Probe that only a real run makes true: would check after 'Create a "
+            "file with touch' (which this rehearsal only plans): "
+            f"file.exists path='{workdir}/created-by-command'") in done.stdout
+
+
 def test_a_failing_read_only_step_is_a_finding_and_the_rehearsal_goes_on(workdir):
     done = _dry_run(workdir)
     assert done.rc == 0
-    assert f"finding      Probe that only a real run makes true — {workdir}/created-by-command does not exist" in done.stdout
+    assert f"finding      Probe a file nobody makes — {workdir}/never-there.txt does not exist" in done.stdout
     assert "Findings (1):" in done.stdout
-    assert "(mutations.yaml:40:5)" in done.stdout
-    assert "Recap: COMPLETED — finding=1, ok=1, would change=11, would run if=1" in done.stdout
+    assert "(mutations.yaml:42:5)" in done.stdout
+    assert ("Recap: COMPLETED — finding=1, ok=1, would change=11, would check=1, would run if=1"
+            in done.stdout)
 
 
 def test_strict_dry_run_exits_1_on_findings(workdir):
@@ -162,4 +171,4 @@ def test_dry_run_json_output_has_planned_events(workdir):
     final = events[-1]
     assert final["type"] == "run.completed"
     assert final["data"]["estimate"] == 70.0
-    assert [f["step"] for f in final["data"]["findings"]] == ["probe-that-only-a-real-run-makes-true"]
+    assert [f["step"] for f in final["data"]["findings"]] == ["probe-a-file-nobody-makes"]
