@@ -27,10 +27,12 @@ def default_resources(args: Any, target: dict | None) -> set[str]:
         for name in URL_KEYS:
             if isinstance(args.get(name), str) and args[name]:
                 keys.add(http_key(args[name]))
-    keys |= {file_key(path) for path in paths_in(args)}
+    named = {k: v for k, v in args.items() if k != "dsn"} if isinstance(args, dict) else args
+    keys |= {file_key(path) for path in paths_in(named)}
     return keys
 
 
+_URL = re.compile(r"\S+://\S*")  # a URL's path is not a file here
 _ABSOLUTE = re.compile(r"(?<![\w:/.~$-])(/[\w.@+-]+(?:/[\w.@+-]+)+)")
 
 
@@ -42,7 +44,7 @@ def paths_in(value: Any) -> set[str]:
         if "/" in value and "://" not in value and not any(c.isspace() for c in value) \
                 and "{" not in value and len(value) < 4096:
             found.add(value)
-        found.update(_ABSOLUTE.findall(value))
+        found.update(_ABSOLUTE.findall(_URL.sub(" ", value)))
     elif isinstance(value, dict):
         for item in value.values():
             found |= paths_in(item)
