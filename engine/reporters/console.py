@@ -16,6 +16,8 @@ from engine.durations import format_duration
 STYLES = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red",
           "would change": "magenta", "would run if": "magenta", "would check": "blue",
           "finding": "bold yellow", "ignored": "red", "retry": "yellow"}
+#: where a plan row's time comes from: earlier runs, the author, a default, this rehearsal
+_SOURCE_TAGS = {"median": "history", "author's estimate": "author", "default": "default"}
 MESSAGE_WIDTH = 160  # longer messages are cut (with an ellipsis), never dropped
 
 
@@ -98,8 +100,8 @@ class ConsoleReporter:
         self._line(status, self._label(event) + (f" — {message}" if message else ""),
                    f"{format_duration(event.data.get('elapsed'))} {self._clock()}")
         if self.dry_run:
-            self.plan.append((self._label(event), "ran (read-only)", event.data.get("expected_duration")
-                              or event.data.get("elapsed")))
+            self.plan.append((self._label(event), "ran (read-only)",
+                              event.data.get("elapsed"), "now"))
 
     def on_step_failed(self, event: Event) -> None:
         if event.data.get("finding"):
@@ -113,7 +115,7 @@ class ConsoleReporter:
                    f"{format_duration(event.data.get('elapsed'))} {self._clock()}")
         if self.dry_run:
             self.plan.append((self._label(event), "FINDING: " + str(event.data.get("message", "")),
-                              event.data.get("expected_duration")))
+                              event.data.get("elapsed"), "now"))
 
     def on_step_skipped(self, event: Event) -> None:
         self.counts["skipped"] += 1
@@ -129,7 +131,9 @@ class ConsoleReporter:
         self.counts[status] += 1
         self._line(status, f"{self._label(event)}: {event.data.get('plan', '')}")
         self.plan.append((self._label(event), str(event.data.get("plan", "")),
-                          event.data.get("expected_duration")))
+                          event.data.get("estimate", event.data.get("expected_duration")),
+                          _SOURCE_TAGS.get(str(event.data.get("estimate_source", ""))
+                                           .split(" of ")[0], "")))
 
     def on_step_retry(self, event: Event) -> None:
         self._line("retry", f"{self._label(event)} — attempt {event.data.get('attempt')} "
@@ -159,6 +163,8 @@ class ConsoleReporter:
         rto = f" of RTO {format_duration(self.rto)}" if self.rto else ""
         status = data.get("status", event.type.split(".")[1])
         self.write(f"\nRecap: {status.upper()} — {counts} — {elapsed}{rto} (run {event.run_id})")
+        if data.get("rto_missed_by"):
+            self.write(f"  RTO MISSED by {format_duration(data['rto_missed_by'])}")
         if data.get("message") and status != "completed":
             self.write(f"  {data['message']}")
 
@@ -166,14 +172,21 @@ class ConsoleReporter:
         self.write("\nPlan:")
         width = max(len(row[0]) for row in self.plan)
         width = min(width, 48)
-        for label, what, expected in self.plan:
-            self.write(f"  {label[:width]:<{width}}  {format_duration(expected):>7}  {what}")
+        for label, what, expected, source in self.plan:
+            self.write(f"  {label[:width]:<{width}}  {format_duration(expected):>7} "
+                       f"{source:<7} {what}")
         estimate = data.get("estimate") or 0
+        low = data.get("estimate_low", estimate)
+        total = format_duration(estimate) if low == estimate else (
+            f"{format_duration(low)}–{format_duration(estimate)}")
         verdict = ""
         if self.rto:
             verdict = " — within RTO" if estimate <= self.rto else " — EXCEEDS RTO"
             verdict = f" against RTO {format_duration(self.rto)}{verdict}"
-        self.write(f"  Estimated time to recovery: {format_duration(estimate)}{verdict}")
+        sources = ", ".join(f"{k}: {v}" for k, v in sorted((data.get("estimate_sources")
+                                                            or {}).items()))
+        self.write(f"  Estimated time to recovery: {total}{verdict}"
+                   + (f" (steps by source — {sources})" if sources else ""))
 
 
 def _shortened(message: str) -> str:

@@ -17,6 +17,7 @@ from engine.run.invocation import StepFailed
 from engine.run.outcome import RunOutcome, RunStatus
 from engine.run.runtime import Runtime
 from engine.run.walker import Walker
+from engine.timestamps_compat import epoch
 
 
 class Executor:
@@ -115,12 +116,19 @@ class Executor:
         return self._outcome(RunStatus.COMPLETED if completed else RunStatus.FAILED, failed_step,
                              f"{reason} — rolled back {len(entries)} step(s)")
 
-    def _finish(self, outcome: RunOutcome, elapsed: float) -> None:
+    def _finish(self, outcome: RunOutcome, active: float) -> None:
+        """Journal the end: the run's wall time since it first started (across resumes),
+        this process's share of it, and by how much a real run missed its RTO."""
+        events = self.rt.emit.journal.events
+        elapsed = time.time() - epoch(events[0].ts) if events else active
+        rto = self.rt.runbook.rto
+        missed = (round(elapsed - rto, 3) if rto and elapsed > rto and not self.rt.policy.dry_run
+                  and outcome.status in (RunStatus.COMPLETED, RunStatus.FAILED) else None)
         self.rt.emit(outcome.status.event, None, {
             "status": outcome.status.value, "elapsed": round(elapsed, 3),
-            "rto": self.rt.runbook.rto, **self.rt.policy.end_data(),
-            "findings": outcome.findings, "failed_step": outcome.failed_step,
-            "message": outcome.message})
+            "active": round(active, 3), "rto": rto, "rto_missed_by": missed,
+            **self.rt.policy.end_data(), "findings": outcome.findings,
+            "failed_step": outcome.failed_step, "message": outcome.message})
 
 
 def _paused_message(pause: RunPaused) -> str:

@@ -152,7 +152,9 @@ class Invocation:
         if problem is None:
             problem = self._verify(step, ref, action, args, scope, value)
         value["attempts"] = attempt
-        self.rt.policy.count_ran(step, time.monotonic() - start)
+        # The step took what its attempts, retry delays and verify waits took together.
+        value["elapsed"] = round(time.monotonic() - start, 3)
+        self.rt.policy.count_ran(step, value["elapsed"])
         if problem is not None:
             value.update(ok=False, failed=True, message=problem)
             return self.handle_failure(step, ref, problem, value)
@@ -278,12 +280,13 @@ class Invocation:
 
     def handle_planned(self, step: Step, ref: dict, plan: str, unknown: str | None,
                        mutates: bool, args: Any = None) -> Unknown:
+        estimate = self.rt.policy.count_planned(step)
         self.rt.emit(ev.STEP_PLANNED, ref, {
             "action": step.action, "plan": plan, "args": args, "unknown": unknown,
             "mutates": mutates, "expected_duration": step.expected_duration,
+            **estimate_data(estimate),
             "checks": [f"would check: {' and '.join(c.that)} after '{step.label}'"
                        for c in step.verify]})
-        self.rt.policy.count_planned(step)
         return Unknown(step.register or step.id, step.id)
 
 
@@ -295,6 +298,13 @@ def shown_args(step: Step, cls, args: Any) -> Any:
         return {k: (SENSITIVE if k in cls.sensitive_args and v not in (None, "") else v)
                 for k, v in args.items()}
     return args
+
+
+def estimate_data(estimate) -> dict:
+    """The plan's estimate for one step and where it comes from."""
+    if estimate is None:
+        return {}
+    return {"estimate": round(estimate.seconds, 3), "estimate_source": estimate.source}
 
 
 def describe_args(action: str, args: Any) -> str:

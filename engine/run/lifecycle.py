@@ -72,15 +72,16 @@ def _observer_failed(redactor) -> Callable[[object, BaseException], None]:
 
 
 def execute_run(prepared: Prepared, held: HeldRun, options: RunOptions,
-                replay: ReplayState) -> RunOutcome:
-    """Run the executor on a held run (new or resumed) and return how it ended."""
+                replay: ReplayState, history: dict | None = None) -> RunOutcome:
+    """Run the executor on a held run (new or resumed) and return how it ended.
+    ``history``: step durations of earlier real runs, for a rehearsal's estimate."""
     journal, runbook = held.journal, prepared.runbook
     run_info = {"id": journal.run_id, "operator": journal.operator, "dry_run": options.dry_run,
                 "runbook": runbook.name, "host": journal.host}
     scope = build_scope(runbook, prepared.inventory, prepared.inputs, prepared.extra,
                         prepared.secrets, run_info)
     emit = Emitter(journal, prepared.redactor)
-    policy = policy_for(options)
+    policy = policy_for(options, history)
     guide = make_guide(journal, options, policy, prepared.answers, runbook.rto, emit)
     ctx = Context(dry_run=options.dry_run, redactor=prepared.redactor, guide=guide,
                   state_dir=journal.directory, run_id=journal.run_id, operator=journal.operator)

@@ -10,9 +10,11 @@ they never test a dry-run flag themselves.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from typing import Any
 
 from engine.actions.resources import overlaps
+from engine.run.estimates import Estimator, StepEstimate
 from engine.unknowns import UNKNOWN_MARK, Unknown
 
 #: what ``str(Unknown)`` ends with inside a larger string
@@ -52,8 +54,8 @@ class LiveRun:
     def record_finding(self, step, message: str) -> None:  # pragma: no cover - never called
         raise AssertionError("a live run has no findings")
 
-    def count_planned(self, step) -> None:
-        pass
+    def count_planned(self, step, conditional: bool = False) -> StepEstimate | None:
+        return None
 
     def count_ran(self, step, elapsed: float) -> None:
         pass
@@ -67,10 +69,13 @@ class Rehearsal(LiveRun):
 
     dry_run = True
 
-    def __init__(self, strict: bool = False) -> None:
+    def __init__(self, strict: bool = False, estimator: Estimator | None = None) -> None:
         super().__init__()
         self.strict = strict
-        self.estimate = 0.0
+        self.estimator = estimator or Estimator()
+        self.estimate = 0.0  # the most it may take (every conditional step runs)
+        self.estimate_low = 0.0  # the least (no conditional step runs)
+        self.sources: Counter = Counter()
         self._lock = threading.Lock()
         self._changed: list[tuple[str, set[str]]] = []  # (step label, resource keys)
 
@@ -117,20 +122,35 @@ class Rehearsal(LiveRun):
             self.findings.append({"step": step.id, "name": step.label, "message": message,
                                   "at": str(step.pos)})
 
-    def count_planned(self, step) -> None:
+    def count_planned(self, step, conditional: bool = False) -> StepEstimate:
+        """Add a planned step to the estimate; one that may not run (a ``when`` only the
+        real run decides) widens the range instead."""
+        estimate = self.estimator.for_step(step)
         with self._lock:
-            self.estimate += step.expected_duration or 0
+            self.estimate += estimate.seconds
+            if not conditional:
+                self.estimate_low += estimate.seconds
+            self.sources[estimate.source.split(" of ")[0]] += 1
+        return estimate
 
     def count_ran(self, step, elapsed: float) -> None:
+        """A probe that ran: its earlier runs' median if there are some, else what it took."""
+        estimate = self.estimator.for_step(step)
+        seconds = estimate.seconds if estimate.source.startswith("median") else elapsed
         with self._lock:
-            self.estimate += max(elapsed, step.expected_duration or 0)
+            self.estimate += seconds
+            self.estimate_low += seconds
+            self.sources["measured now" if seconds == elapsed else "median"] += 1
 
     def end_data(self) -> dict:
-        return {"dry_run": True, "estimate": round(self.estimate, 3)}
+        return {"dry_run": True, "estimate": round(self.estimate, 3),
+                "estimate_low": round(self.estimate_low, 3),
+                "estimate_sources": dict(self.sources)}
 
 
-def policy_for(options) -> LiveRun:
-    return Rehearsal(options.strict) if options.dry_run else LiveRun()
+def policy_for(options, history: dict | None = None) -> LiveRun:
+    """The run's policy; a rehearsal estimates from ``history`` (earlier real runs)."""
+    return Rehearsal(options.strict, Estimator(history)) if options.dry_run else LiveRun()
 
 
 def has_unknown(value: Any) -> bool:

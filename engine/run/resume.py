@@ -15,6 +15,7 @@ from typing import Callable
 from engine.journal import events as ev
 from engine.errors import EXIT_PAUSED, EngineError, UsageError
 from engine.guide.identity import operator_name
+from engine.run.estimates import step_history
 from engine.run.lifecycle import execute_run, held_run
 from engine.run.options import RunOptions
 from engine.run.prepare import RunRequest, check_step_mode, prepare
@@ -80,7 +81,9 @@ def resume_run(request: ResumeRequest, observers: list[Callable] = (),
             "allow_changed": bool(changes), "changes": [c for c, _ in changes],
             "in_doubt": decisions, "completed_steps": len(state.completed)}))
         _record_skips(journal, state, decisions)
-        outcome = execute_run(prepared, held, run_request.options, state)
+        history = (step_history(store, prepared.runbook.name)
+                   if run_request.options.dry_run else {})
+        outcome = execute_run(prepared, held, run_request.options, state, history)
     return RunHandle(request.run_id, prepared.runbook, outcome, store, run_request.options)
 
 

@@ -13,6 +13,7 @@ from engine.guide.identity import operator_name
 from engine.journal import events as ev
 from engine.journal.replay import ReplayState
 from engine.journal.store import open_store
+from engine.run.estimates import step_history
 from engine.run.lifecycle import execute_run, held_run
 from engine.run.options import RunOptions
 from engine.run.outcome import RunOutcome
@@ -45,7 +46,8 @@ def start_run(request: RunRequest, observers: list[Callable] = ()) -> RunHandle:
                   exits_after=request.exits_after, redactor=prepared.redactor) as held:
         started = _started_data(request, prepared.runbook, prepared.inputs, prepared.extra)
         held.journal.append(ev.RUN_STARTED, None, prepared.redactor.mask(started))
-        outcome = execute_run(prepared, held, request.options, ReplayState())
+        history = step_history(store, prepared.runbook.name) if request.options.dry_run else {}
+        outcome = execute_run(prepared, held, request.options, ReplayState(), history)
     return RunHandle(run_id, prepared.runbook, outcome, store, request.options)
 
 

@@ -11,7 +11,7 @@ from engine.control import Decision
 from engine.guide.operator import StepPreview
 from engine.journal import events as ev
 from engine.journal.replay import step_key
-from engine.run.invocation import HIDDEN, Invocation, StepFailed, step_ref
+from engine.run.invocation import HIDDEN, Invocation, StepFailed, estimate_data, step_ref
 from engine.run.runtime import Runtime
 from engine.run.values import STANDARD_KEYS, failed_value, loop_value, restored_value, skipped_value
 from engine.source.model import Step, StepKind
@@ -66,11 +66,12 @@ class Walker:
         steps run only after a failure, as in a known group)."""
         condition = when_text(group.when)
         for step in walk_actions(group, with_rescue=False):
+            estimate = self.rt.policy.count_planned(step, conditional=True)
             self.rt.emit(ev.STEP_PLANNED, step_ref(step), {
                 "action": step.action, "plan": f"would run if {condition}: {step.action}",
                 "conditional": condition, "unknown": str(unknown.unknown),
-                "mutates": self._mutates(step), "expected_duration": step.expected_duration})
-            self.rt.policy.count_planned(step)
+                "mutates": self._mutates(step), "expected_duration": step.expected_duration,
+                **estimate_data(estimate)})
 
     def _block(self, step: Step, scope: dict, tags: frozenset) -> None:
         if not self._group_allowed(step, scope):
@@ -240,11 +241,12 @@ class Walker:
                           unknown: UnknownValue, plan: str | None = None) -> None:
         """A step that only a real run can decide about: planned, naming what is unknown."""
         condition = when_text(step.when) if step.when is not None else None
+        estimate = self.rt.policy.count_planned(step, conditional=condition is not None)
         self.rt.emit(ev.STEP_PLANNED, ref, {
             "action": step.action, "plan": plan or f"would run if {condition}",
             "conditional": condition, "unknown": str(unknown.unknown),
-            "mutates": self._mutates(step), "expected_duration": step.expected_duration})
-        self.rt.policy.count_planned(step)
+            "mutates": self._mutates(step), "expected_duration": step.expected_duration,
+            **estimate_data(estimate)})
         self.register(step, scope, Unknown(step.register or step.id, step.id))
 
     @staticmethod
