@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_PAUSED = 3

@@ -23,7 +23,10 @@ from engine.guide.operator import Guide, Terminal, load_answers
 from engine.run.signals import InterruptGuard
 from engine.source.model import Runbook
 from engine.journal.replay import ReplayState
-from engine.templating import Redactor, Templar, TemplateFailure
+from engine.checksums import sha256_file
+from engine.secrets import Redactor
+from engine.timestamps import epoch
+from engine.templating import Templar, TemplateFailure
 
 
 @dataclass
@@ -269,7 +272,7 @@ def make_guide(journal, options: RunOptions, answers: dict | None, rto) -> Guide
     guide = Guide(journal.events, step_mode=options.step_mode, answers=answers,
                   terminal=terminal, rto=rto)
     if started:
-        guide.run_started = _epoch(started)
+        guide.run_started = epoch(started)
     return guide
 
 
@@ -280,10 +283,6 @@ def check_step_mode(options: RunOptions, answers: str | None) -> None:
     if options.step_mode and not answers and not sys.stdin.isatty():
         raise UsageError("--step needs an interactive terminal or --answers FILE "
                          "(stdin is not a terminal)")
-
-
-def _epoch(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 def _started_data(request: RunRequest, runbook: Runbook, inputs: dict, extra: dict) -> dict:
@@ -305,7 +304,4 @@ def _started_data(request: RunRequest, runbook: Runbook, inputs: dict, extra: di
 
 def fingerprints(paths) -> dict[str, str]:
     """SHA-256 of each file's bytes, by absolute path."""
-    import hashlib
-
-    return {str(Path(p).resolve()): hashlib.sha256(Path(p).read_bytes()).hexdigest()
-            for p in paths}
+    return {str(Path(p).resolve()): sha256_file(p) for p in paths}

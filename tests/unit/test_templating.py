@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.templating import (MASK, Redactor, Templar, TemplateFailure, Unknown, UnknownValue,
-                               contains_unknown)
+from engine.secrets import MASK, Redactor
+from engine.templating import Templar, TemplateFailure, Unknown, UnknownValue, contains_unknown
 
 
 @pytest.fixture()
