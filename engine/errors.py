@@ -106,6 +106,15 @@ class RunNotFound(EngineError):
     exit_code = EXIT_INVALID
 
 
+class ActionError(Exception):
+    """A step failed for a reason the operator can act on (bad path, rc != 0, ...).
+
+    Raised by actions and by the connections they use. The message is shown as
+    the step's failure; it must never contain secrets (the redactor masks known
+    secrets anyway, but do not rely on it).
+    """
+
+
 class LabError(EngineError):
     """The lab could not be started, stopped or inspected; the message says why."""
 

@@ -13,13 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
+from engine.errors import ActionError
 
-class ActionError(Exception):
-    """A step failed for a reason the operator can act on (bad path, rc != 0, ...).
-
-    The message is shown as the step's failure; it must never contain secrets
-    (the redactor masks known secrets anyway, but do not rely on it).
-    """
+__all__ = ["Action", "ActionError", "Context", "Result"]
 
 
 @dataclass(frozen=True)

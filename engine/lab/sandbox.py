@@ -154,8 +154,8 @@ def _run_server_tool(argv: list[str], what: str, cwd: Path, timeout: float = 60)
 
 def server_bin_dir() -> Path:
     """The directory with initdb, pg_ctl and pg_basebackup (all from one installation)."""
-    from engine.actions.base import ActionError
-    from engine.actions.postgres import find_pg_tool
+    from engine.connections.postgres import find_pg_tool
+    from engine.errors import ActionError
 
     try:
         initdb = find_pg_tool("initdb", prefer_path=False)
