@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_PAUSED = 3
@@ -107,16 +106,16 @@ class RunNotFound(EngineError):
     exit_code = EXIT_INVALID
 
 
+class ActionError(Exception):
+    """A step failed for a reason the operator can act on (bad path, rc != 0, ...).
+
+    Raised by actions and by the connections they use. The message is shown as
+    the step's failure; it must never contain secrets (the redactor masks known
+    secrets anyway, but do not rely on it).
+    """
+
+
 class LabError(EngineError):
     """The lab could not be started, stopped or inspected; the message says why."""
 
     exit_code = EXIT_FAILED
-
-
-class ActionError(Exception):
-    """A step failed for a reason the operator can act on (bad path, rc != 0, ...).
-
-    The message is shown as the step's failure; it must never contain secrets
-    (the redactor masks known secrets anyway, but do not rely on it). Actions and
-    the connections they use raise it; it fails the step, never the engine.
-    """

@@ -1,4 +1,4 @@
-"""Sandboxed Jinja2: templates, bare expressions, unknown values and redaction.
+"""Sandboxed Jinja2: templates, bare expressions and unknown values.
 
 - Templates and expressions run in Jinja2's immutable sandbox with strict
   undefined: ``{{ ''.__class__ }}`` is refused, an undefined name is an error
@@ -8,12 +8,13 @@
 - ``Unknown`` stands for a value a dry-run could not produce. Any attempt to
   turn it into a concrete value (``if``, ``len``, ``int``) raises
   ``UnknownValue``, which the executor reports as "would run if ...".
-- ``Redactor`` masks secret values inside any string or structure.
+
+Masking secrets is not done here: see ``engine.secrets``.
 """
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
@@ -21,8 +22,6 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine import filters
 from engine.unknowns import Unknown, UnknownValue
-
-MASK = "***"
 
 _SINGLE_EXPR = re.compile(r"^\{\{((?:(?!\}\}|\{\{).)*)\}\}$", re.DOTALL)
 
@@ -134,10 +133,6 @@ class Templar:
         ast = self._parse("{{ (" + expression + ") }}")
         return self._free_names(ast)
 
-    def check_expression(self, expression: str) -> None:
-        """Raise ``TemplateFailure`` if the expression does not compile."""
-        self._parse("{{ (" + expression + ") }}")
-
     def _parse(self, source: str) -> nodes.Template:
         try:
             return self.env.parse(source)
@@ -181,60 +176,3 @@ def _undefined_message(exc: UndefinedError, source: str = "") -> str:
     return f"undefined value{where}: {message}"
 
 
-_URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)([^@/\s]+)(@)")
-_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('[^']*'|[^\s]+)", re.IGNORECASE)
-
-
-class Redactor:
-    """Replaces secret values with ``***`` inside strings and nested structures.
-
-    Besides the known secrets (inventory secrets, secret inputs), passwords
-    written inside connection strings (``postgresql://user:PASS@host``,
-    ``password=PASS``) are always masked. Secrets shorter than 4 characters
-    are not masked as substrings (they would mask ordinary words), only where
-    a whole value equals them.
-    """
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: list[str] = []
-        self._short: set[str] = set()
-        self._pattern: re.Pattern | None = None
-        self.add(secrets)
-
-    def add(self, secrets: Iterable[str]) -> None:
-        for secret in secrets:
-            secret = str(secret)
-            if not secret:
-                continue
-            if len(secret) < 4:
-                self._short.add(secret)
-            elif secret not in self._secrets:
-                self._secrets.append(secret)
-        self._secrets.sort(key=len, reverse=True)
-        self._pattern = (re.compile("|".join(re.escape(s) for s in self._secrets))
-                         if self._secrets else None)
-
-    def __bool__(self) -> bool:
-        return bool(self._secrets or self._short)
-
-    def mask(self, value: Any) -> Any:
-        """A copy of ``value`` with every secret replaced by ``***``."""
-        return self._mask(value)
-
-    def _mask(self, value: Any) -> Any:
-        if isinstance(value, str):
-            if value in self._short:
-                return MASK
-            if self._pattern is not None:
-                value = self._pattern.sub(MASK, value)
-            if "://" in value:
-                value = _URL_PASSWORD.sub(r"\1***\3", value)
-            if "assword" in value or "ASSWORD" in value:
-                value = _KV_PASSWORD.sub(r"\1***", value)
-            return value
-        if isinstance(value, dict):
-            return {self._mask(k) if isinstance(k, str) else k: self._mask(v)
-                    for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self._mask(v) for v in value]
-        return value

@@ -35,13 +35,6 @@ BUILTINS: dict[str, str] = {
     "file.exists": "engine.actions.files:Exists",
     "http.check": "engine.actions.http:Check",
     "http.request": "engine.actions.http:Request",
-    "postgres.ping": "engine.actions.postgres:Ping",
-    "postgres.query": "engine.actions.postgres:Query",
-    "postgres.execute": "engine.actions.postgres:Execute",
-    "postgres.dump": "engine.actions.postgres:Dump",
-    "postgres.restore": "engine.actions.postgres:Restore",
-    "postgres.replication": "engine.actions.postgres:Replication",
-    "postgres.promote": "engine.actions.postgres:Promote",
 }
 
 
@@ -49,6 +42,7 @@ BUILTINS: dict[str, str] = {
 #: package's ``__init__`` holds ``ACTIONS = {"family.verb": "module:Class"}`` and imports
 #: nothing heavy, so a new family adds one line here and touches nothing else.
 FAMILY_PACKAGES: tuple[str, ...] = (
+    "engine.actions.postgres",
     "engine.actions.kubernetes",
     "engine.actions.aws",
     "engine.actions.notify",

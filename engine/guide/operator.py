@@ -10,13 +10,13 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from engine.journal import events as ev
 from engine.control import ApprovalTimeout, Decision, RollbackRequested, RunAborted, RunPaused
 from engine.errors import UsageError
 from engine.durations import format_duration
+from engine.timestamps import age
 
 HELP = """\
   y  run this step          s  skip it (asks for a reason)
@@ -348,5 +348,4 @@ def _last(events: list, kind: str, step_id: str):
 
 
 def _age(event) -> float:
-    started = datetime.fromisoformat(event.ts.replace("Z", "+00:00"))
-    return (datetime.now(timezone.utc) - started).total_seconds()
+    return age(event.ts)

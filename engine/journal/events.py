@@ -6,10 +6,12 @@ event is built: nothing downstream has to remember to mask secrets.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from engine.checksums import sha256_bytes
+from engine.jsonvalues import json_safe
 
 RUN_STARTED = "run.started"
 RUN_RESUMED = "run.resumed"
@@ -71,27 +73,8 @@ class Event:
 def canonical(obj: Any) -> bytes:
     """Canonical JSON: sorted keys, no spaces, UTF-8."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=_json_default).encode("utf-8")
+                      default=json_safe).encode("utf-8")
 
 
 def event_hash(body: dict) -> str:
-    return hashlib.sha256(canonical(body)).hexdigest()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    return str(value)
-
-
-def json_safe(value: Any) -> Any:
-    """A copy of ``value`` that ``json.dumps`` accepts (unknown types become strings)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [json_safe(v) for v in value]
-    return _json_default(value)
+    return sha256_bytes(canonical(body))

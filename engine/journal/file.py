@@ -13,7 +13,6 @@ deletion, insertion or reordering breaks the chain at a known ``seq``.
 from __future__ import annotations
 
 import errno
-import hashlib
 import fcntl
 import json
 import os
@@ -21,13 +20,15 @@ import re
 import socket
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
+from engine.checksums import sha256_bytes
 from engine.errors import EngineError, RunHeld, RunNotFound, UsageError
-from engine.journal.events import JOURNAL_REPAIRED, Event, canonical, event_hash, json_safe
+from engine.journal.events import JOURNAL_REPAIRED, Event, canonical, event_hash
+from engine.jsonvalues import json_safe
 from engine.memory import paused_gc
+from engine.timestamps import now_ts
 
 GENESIS = "0" * 64
 JOURNAL_NAME = "journal.jsonl"
@@ -51,10 +52,6 @@ def check_run_id(run_id: str) -> str:
 
 def run_dir(state_dir: Path, run_id: str) -> Path:
     return Path(state_dir) / "runs" / check_run_id(run_id)
-
-
-def now_ts() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -223,7 +220,7 @@ class Journal:
                     "type": type, "step": step, "operator": self.operator, "host": self.host,
                     "data": json_safe(data or {}), "prev": self.head}
             encoded = canonical(body)
-            digest = hashlib.sha256(encoded).hexdigest()
+            digest = sha256_bytes(encoded)
             self.sink.write(body, encoded[:-1] + b',"hash":"' + digest.encode() + b'"}\n')
             event = Event(**body, hash=digest)
             self.events.append(event)
@@ -319,7 +316,7 @@ def verify_lines(lines: list[bytes], torn_line: int | None = None) -> Verificati
             continue
         seq, claimed_prev, claimed = fields
         problem = _link_problem(expected, prev, seq, claimed_prev)
-        if problem is None and hashlib.sha256(line[:-_SUFFIX] + b"}").hexdigest() != claimed:
+        if problem is None and sha256_bytes(line[:-_SUFFIX] + b"}") != claimed:
             problem = "hash mismatch (event edited)"
         if problem is not None:
             return Verification(False, len(lines), prev, expected, problem)
@@ -374,7 +371,7 @@ def _recomputed_hash(body: dict, line: bytes | None) -> str:
     as an edit should.
     """
     if line is not None and line[-_SUFFIX:].startswith(_HASH_KEY) and line.endswith(b'"}'):
-        return hashlib.sha256(line[:-_SUFFIX] + b"}").hexdigest()
+        return sha256_bytes(line[:-_SUFFIX] + b"}")
     return event_hash(body)
 
 

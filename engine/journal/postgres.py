@@ -35,12 +35,13 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
-from engine.actions.postgres import mask_dsn, sanitize
+from engine.connections.postgres import connect
 from engine.errors import EXIT_FAILED, EngineError, RunHeld, RunNotFound, UsageError
 from engine.journal.events import Event
 from engine.journal.file import (GENESIS, Journal, JournalCorrupt, Verification, _holder_info, run_dir,
                             verify_chain)
 from engine.journal.views import RunSummary, summary_from
+from engine.secrets import mask_dsn, sanitize
 
 __all__ = ["PostgresStore", "TableSink", "AdvisoryLock", "StateUnavailable", "lock_key"]
 
@@ -281,7 +282,7 @@ class PostgresStore:
     def _connect(self, application_name: str):
         params = {"application_name": application_name, **self._params}
         try:
-            conn = psycopg.connect(self.url, autocommit=True, **params)
+            conn = connect(self.url, **params)
         except psycopg.Error as exc:
             raise StateUnavailable(f"cannot connect to the state database {self}: "
                                    f"{sanitize(exc, self.url)}") from None

@@ -23,7 +23,6 @@ class ReplayState:
     #: (the step's journal reference, its rollback records), in completion order
     undo: list[tuple[dict, list]] = field(default_factory=list)
     rollback_started: Event | None = None
-    last_end: Event | None = None
 
 
 def step_key(step: dict | None) -> str:
@@ -64,8 +63,6 @@ def replay(events: list[Event]) -> ReplayState:
             state.completed[event.data["key"]] = {"rescued": True, **event.data}
         elif event.type == ev.ROLLBACK_STARTED:
             state.rollback_started = event
-        elif event.type in ev.RUN_ENDS:
-            state.last_end = event
     return state
 
 

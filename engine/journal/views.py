@@ -5,14 +5,13 @@ import fcntl
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from engine.journal import events as ev
-from engine.errors import RunNotFound
 from engine.journal.events import Event
-from engine.journal.file import JOURNAL_NAME, read_events, run_dir
+from engine.journal.file import JOURNAL_NAME
+from engine.timestamps import seconds_between
 
 STATUS_BY_END = {ev.RUN_COMPLETED: "completed", ev.RUN_FAILED: "failed",
                  ev.RUN_ABORTED: "aborted", ev.RUN_INTERRUPTED: "interrupted",
@@ -101,11 +100,9 @@ def _seconds_between(first: dict, last: dict | None) -> float | None:
     if not last:
         return None
     try:
-        start = datetime.fromisoformat(first["ts"].replace("Z", "+00:00"))
-        end = datetime.fromisoformat(last["ts"].replace("Z", "+00:00"))
+        return round(seconds_between(first["ts"], last["ts"]), 3)
     except (KeyError, ValueError):
         return None
-    return round((end - start).total_seconds(), 3)
 
 
 def list_runs(state_dir: Path) -> list[RunSummary]:
@@ -130,13 +127,6 @@ class StepView:
 
 _STATUS = {ev.STEP_STARTED: "in doubt", ev.STEP_SUCCEEDED: "ok", ev.STEP_FAILED: "failed",
            ev.STEP_SKIPPED: "skipped", ev.STEP_PLANNED: "planned", ev.STEP_PAUSED: "waiting"}
-
-
-def load_run(state_dir: Path, run_id: str) -> list[Event]:
-    directory = run_dir(state_dir, run_id)
-    if not (directory / JOURNAL_NAME).exists():
-        raise RunNotFound(f"no run {run_id!r} in {state_dir} (see 'runbook runs')")
-    return read_events(directory / JOURNAL_NAME).events
 
 
 def step_views(events: list[Event]) -> list[StepView]:

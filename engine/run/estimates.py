@@ -7,7 +7,7 @@ import statistics
 from dataclasses import dataclass
 
 from engine.journal import events as ev
-from engine.timestamps_compat import epoch
+from engine.timestamps import epoch
 
 DEFAULT_SECONDS = 1.0  # a step nobody measured or estimated
 HISTORY_RUNS = 10  # the newest completed real runs that count

@@ -17,7 +17,7 @@ from engine.run.invocation import StepFailed
 from engine.run.outcome import RunOutcome, RunStatus
 from engine.run.runtime import Runtime
 from engine.run.walker import Walker
-from engine.timestamps_compat import epoch
+from engine.timestamps import epoch
 
 
 class Executor:

@@ -17,7 +17,7 @@ from engine.run.prepare import Prepared, build_scope
 from engine.run.rehearsal import policy_for
 from engine.run.runtime import Emitter, Runtime
 from engine.run.signals import InterruptGuard
-from engine.timestamps_compat import epoch
+from engine.timestamps import epoch
 
 
 @dataclass

@@ -15,7 +15,8 @@ from engine.run.options import RunOptions
 from engine.source.compiler import load_runbook
 from engine.source.inventory import Inventory, load_inventories, resolve_secrets
 from engine.source.model import Runbook
-from engine.templating import Redactor, Templar, TemplateFailure
+from engine.secrets import Redactor
+from engine.templating import Templar, TemplateFailure
 
 
 @dataclass

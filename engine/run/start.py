@@ -12,6 +12,7 @@ from typing import Callable
 from engine.guide.identity import operator_name
 from engine.journal import events as ev
 from engine.journal.replay import ReplayState
+from engine.checksums import sha256_file
 from engine.journal.store import open_store
 from engine.run.estimates import step_history
 from engine.run.lifecycle import execute_run, held_run
@@ -70,10 +71,7 @@ def _started_data(request: RunRequest, runbook: Runbook, inputs: dict, extra: di
 
 def fingerprints(paths) -> dict[str, str]:
     """SHA-256 of each file's bytes, by absolute path."""
-    import hashlib
-
-    return {str(Path(p).resolve()): hashlib.sha256(Path(p).read_bytes()).hexdigest()
-            for p in paths}
+    return {str(Path(p).resolve()): sha256_file(p) for p in paths}
 
 
 __all__ = ["RunRequest", "RunHandle", "start_run", "new_run_id", "fingerprints"]

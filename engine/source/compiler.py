@@ -8,7 +8,6 @@ and template names defined nowhere.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -17,6 +16,7 @@ from typing import Any, Iterable, Iterator
 
 from engine import actions
 from engine.actions.arguments import arg_validator
+from engine.checksums import sha256_text
 from engine.errors import SourceError, SourceErrors
 from engine.source.loader import Document, load_file
 from engine.memory import paused_gc
@@ -47,7 +47,7 @@ def load_runbook(path: str | Path, known_names: Iterable[str] = (), *,
 
 
 def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_text(text)
 
 
 def compile_runbook(doc: Document, known_names: Iterable[str] = (), *,

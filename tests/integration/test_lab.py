@@ -14,7 +14,8 @@ import yaml
 from click.testing import CliRunner
 
 from engine.actions.base import Context
-from engine.actions.postgres import Ping, Query, Replication
+from engine.actions.postgres.query import Ping, Query
+from engine.actions.postgres.replication import Replication
 from engine.cli.app import cli
 from engine.cli.lab import lab
 from engine.lab.sandbox import LabError, lab_down, lab_reset, lab_status, lab_up, runtime_dir_for

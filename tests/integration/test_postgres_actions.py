@@ -12,8 +12,12 @@ import pytest
 
 from engine.actions import get_action
 from engine.actions.base import ActionError
-from engine.actions.postgres import (Dump, Execute, Ping, Promote, Query, Replication, Restore,
-                                     _split_password, find_pg_tool, mask_dsn, sanitize)
+from engine.actions.postgres.backup import Dump, Restore
+from engine.actions.postgres.query import Execute, Ping, Query
+from engine.actions.postgres.replication import Promote, Replication
+from engine.connections.postgres import find_pg_tool
+from engine.connections.postgres import split_password as _split_password
+from engine.secrets import mask_dsn, sanitize
 from engine.lab.sandbox import wait_for_replica
 
 SECRET = "Sup3r-s3cret_PW.x9"
@@ -53,7 +57,8 @@ def test_argument_schemas_are_valid_and_catch_mistakes():
 
 
 def test_module_import_does_not_load_psycopg():
-    code = ("import sys, engine.actions.postgres; "
+    code = ("import sys, engine.actions.postgres.query, engine.actions.postgres.backup, "
+            "engine.actions.postgres.replication, engine.connections.postgres; "
             "sys.exit(1 if any(m.startswith('psycopg') for m in sys.modules) else 0)")
     assert subprocess.run(["python", "-c", code]).returncode == 0
 

@@ -1,5 +1,5 @@
 """The redactor: known secrets and passwords inside connection strings never leave the engine."""
-from engine.templating import MASK, Redactor
+from engine.secrets import MASK, Redactor
 
 
 def test_known_secret_is_masked_inside_longer_strings_and_structures():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.templating import MASK, Redactor, Templar, TemplateFailure
+from engine.secrets import MASK, Redactor
+from engine.templating import Templar, TemplateFailure
 from engine.unknowns import Unknown, UnknownValue, contains_unknown
 
 
