@@ -206,9 +206,35 @@ def runs(state_dir, state_url, output) -> None:
         return
     click.echo(f"{'RUN ID':<26} {'STATUS':<12} {'OPERATOR':<12} {'STARTED':<25} {'DURATION':>8}  RUNBOOK")
     for r in found:
-        name = r.runbook + (" (dry-run)" if r.dry_run else "")
+        name = r.runbook + (" (dry-run)" if r.dry_run else "") + (f" [{r.drill}]" if r.drill else "")
         click.echo(f"{r.run_id:<26} {r.status:<12} {r.operator:<12} {r.started:<25} "
                    f"{format_duration(r.duration):>8}  {name}")
+
+
+@cli.command()
+@click.argument("playbooks", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--lab", "use_lab", is_flag=True, default=True,
+              help="Drill against a fresh `runbook lab` (the default and, today, the only way).")
+@click.option("--lab-dir", default=".runbook/drill-lab", show_default=True, type=click.Path(),
+              help="Where the drill's lab lives (started fresh for each playbook).")
+@click.option("--keep-lab", is_flag=True, help="Leave the last lab running afterwards.")
+@_state_options
+@click.option("--operator", help="Who drills (default $RUNBOOK_OPERATOR or login name).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+def drill(playbooks, use_lab, lab_dir, keep_lab, state_dir, state_url, operator, output) -> None:
+    """Drill runbooks: rehearse and run each against a fresh lab, and compare the two."""
+    from engine.cli.drill_output import show_results
+    from engine.lab.sandbox import lab_down
+    from engine.run.drill import DrillRequest, drill_playbooks
+
+    request = DrillRequest(list(playbooks), lab_dir, state_dir, state_url, operator)
+    try:
+        results = drill_playbooks(request, progress=lambda m: click.echo(f"… {m}", err=True))
+    finally:
+        if not keep_lab:
+            lab_down(lab_dir)
+    show_results(results, output)
+    sys.exit(0 if all(r.ok for r in results) else EXIT_FAILED)
 
 
 @cli.command()

@@ -27,6 +27,7 @@ class RunSummary:
     started: str
     duration: float | None
     dry_run: bool = False
+    drill: str | None = None  # the drill it belongs to (``runbook drill``)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -93,7 +94,7 @@ def summary_from(first: dict | None, last: dict | None, run_id: str,
     return RunSummary(run_id=run_id, runbook=data.get("runbook", {}).get("name", "?"),
                       status=status, operator=first.get("operator", "?"),
                       started=first.get("ts", ""), duration=_seconds_between(first, last),
-                      dry_run=bool(data.get("dry_run")))
+                      dry_run=bool(data.get("dry_run")), drill=data.get("drill"))
 
 
 def _seconds_between(first: dict, last: dict | None) -> float | None:

@@ -51,7 +51,7 @@ from pathlib import Path
 from engine.checksums import sha256_text
 from engine.errors import LabError
 from engine.lab import processes
-from engine.lab.app import app_pid, app_status, start_app, stop_app
+from engine.lab.app import app_pid, app_status, start_app, stop_app, write_app_config
 from engine.lab.parts import LabContext, load_part
 from engine.lab.postgres import (APP_ROLE, DATABASE, SEED_COUNTS, database_target, query_value,
                                  seed_tables, server_account, server_bin_dir, server_status,
@@ -122,7 +122,7 @@ def _inventory(state: dict) -> dict:
     app = state["app"]
     return {
         "vars": {"lab_dir": state["dir"], "backup_dir": state["backup_dir"],
-                 "pg_bin_dir": state["pg_bin_dir"]},
+                 "pg_bin_dir": state["pg_bin_dir"], "app_config_file": state["app_config_file"]},
         "groups": {"databases": {"targets": {
             "primary_db": database_target(state["primary"], state),
             "replica_db": database_target(state["replica"], state)}}},
@@ -210,7 +210,12 @@ def _start_services(lab_dir: Path, runtime: Path, bindir: Path, state: dict) -> 
     primary_port, replica_port, app_port = processes.free_ports(3)
     start_servers(lab_dir, runtime, bindir, state, (primary_port, replica_port),
                   save=lambda: _save_state(lab_dir, state))
-    state["app"] = start_app(lab_dir, runtime, app_port)
+    state["app_config_file"] = write_app_config(lab_dir, state["primary"]["dsn"])
+    state["app"] = start_app(lab_dir, runtime, app_port, Path(state["app_config_file"]))
+    # A healthy lab is like a live system: the app has written, and the replica has it.
+    processes.wait_until(lambda: _has_heartbeat(state["primary"]), processes.STARTUP_TIMEOUT,
+                         "the lab app's first write")
+    wait_for_replica(state)
     _save_state(lab_dir, state)
     _write_inventory(lab_dir, state)
 
@@ -291,6 +296,19 @@ def lab_down(lab_dir: Path | str = DEFAULT_LAB_DIR) -> dict:
     if lab_dir.exists() and not _is_lab_dir(lab_dir) and any(lab_dir.iterdir()):
         raise LabError(f"{lab_dir} holds no {STATE_FILE}: not a lab dir, not removing it")
     return _stop_and_remove(lab_dir)
+
+
+def _has_heartbeat(server: dict) -> bool:
+    try:
+        return bool(query_value(server["admin_dsn"].replace("dbname=postgres", "dbname=erp"),
+                                "SELECT count(*) FROM lab_heartbeat"))
+    except Exception:  # the table is not there yet
+        return False
+
+
+def lab_state(lab_dir: Path | str) -> dict:
+    """The record (``lab.json``) of the running lab at ``lab_dir``."""
+    return _require_state(Path(lab_dir))
 
 
 def _require_state(lab_dir: Path) -> dict:

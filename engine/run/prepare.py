@@ -34,6 +34,8 @@ class RunRequest:
     exits_after: bool = False
     #: a resumed run's runbook fingerprint: an unchanged file skips re-validation
     trusted_sha256: str | None = None
+    #: the id of the drill this run belongs to (``runbook drill``), recorded at the start
+    drill: str | None = None
 
 
 @dataclass

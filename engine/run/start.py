@@ -65,7 +65,7 @@ def _started_data(request: RunRequest, runbook: Runbook, inputs: dict, extra: di
         "skip_tags": sorted(options.skip_tags), "start_at": options.start_at,
         "on_failure": options.on_failure, "step_mode": options.step_mode, "limit": options.limit,
         "rto": runbook.rto, "rpo": runbook.rpo, "cwd": os.getcwd(),
-        "steps": sum(1 for s in runbook.walk() if s.action),
+        "steps": sum(1 for s in runbook.walk() if s.action), "drill": request.drill,
     }
 
 

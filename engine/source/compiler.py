@@ -110,6 +110,7 @@ class _Compiler:
             vars=data.get("vars") if isinstance(data.get("vars"), dict) else {},
             on_failure=str(data.get("on_failure", "stop")),
             rollback_strategy=str(data.get("rollback_strategy", "on_failure")),
+            drill=data.get("drill") if isinstance(data.get("drill"), dict) else None,
             fingerprint=_sha256(self.doc.text),
             includes=tuple(fragment.path for fragment in self.fragments))
 
@@ -425,7 +426,7 @@ def _templated_strings(data: Any):
     for key, item in data.items():
         if key == "steps":
             yield from _step_list_strings(item, (key,))
-        else:
+        elif key != "drill":  # rendered by `runbook drill` over the lab, not the run's scope
             yield from _strings(item, (key,))
 
 

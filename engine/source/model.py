@@ -104,6 +104,7 @@ class Runbook:
     vars: dict = field(default_factory=dict)
     on_failure: str = "stop"
     rollback_strategy: str = "on_failure"
+    drill: dict | None = None  # how `runbook drill` exercises it (lab parts, inputs, answers)
     fingerprint: str = ""
     includes: tuple[str, ...] = ()  # absolute paths of included step files
 

@@ -65,6 +65,23 @@ STEP_KEYWORDS: dict[str, dict] = {
     "always": {"type": "array", "items": {"$ref": "#/$defs/step"}, "description": "Run after `block` whatever happened."},
 }
 
+DRILL_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "description": "How `runbook drill` exercises this runbook against `runbook lab up`.",
+    "properties": {
+        "lab": {"type": "array", "items": {"enum": ["postgres", "kubernetes", "aws", "inbox", "ssh"]},
+                "description": "Lab parts it needs beyond the PostgreSQL primary, replica and app."},
+        "inputs": {"type": "object", "description": "Input values (templates over `lab` — the lab "
+                                                   "inventory's vars, `lab.targets` — and `setup`)."},
+        "answers": {"type": "object", "description": "Scripted operator answers, as --answers."},
+        "setup": {"type": "array", "description": "Runbooks run for real first (results in "
+                                                  "`setup[N].STEP_ID`).",
+                  "items": {"type": "object", "required": ["runbook"], "additionalProperties": False,
+                            "properties": {"runbook": {"type": "string"},
+                                           "inputs": {"type": "object"}}}},
+    },
+}
+
 INPUT_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -119,6 +136,7 @@ def _base_schema(step_schema: dict) -> dict:
                                "never: not even then."},
             "on_failure": {"enum": ["stop", "rollback"],
                            "description": "What to do when the run fails and nothing rescues it."},
+            "drill": DRILL_SCHEMA,
             "inputs": {"type": "object", "additionalProperties": {"$ref": "#/$defs/input"},
                        "propertyNames": {"$ref": "#/$defs/name"},
                        "description": "Values the runbook needs from outside (-e, inventory vars, default)."},

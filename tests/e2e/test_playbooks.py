@@ -118,6 +118,8 @@ def database_snapshot(server: dict) -> dict:
         in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
         tables = {}
         for (name,) in conn.execute(_TABLES_SQL).fetchall():
+            if name == "public.lab_heartbeat":
+                continue  # the lab app writes it every few seconds, as a real app writes
             rows, digest = conn.execute(
                 f"SELECT count(*), md5(COALESCE(string_agg(t::text, E'\\n' ORDER BY t::text), '')) "
                 f"FROM {name} AS t").fetchone()
@@ -264,22 +266,23 @@ def test_recovery_refuses_a_corrupt_backup_before_stopping_anything(lab, backup,
 
 def test_failover_refuses_while_the_primary_answers(lab, tmp_path):
     before = lab_snapshot(lab)
-    config = tmp_path / "app-database.env"
+    config = Path(lab["app_config_file"])  # what the lab app reads DATABASE_URL from
+    configured = config.read_text()
 
-    ran = run_playbook("database-failover.yaml", lab, tmp_path, "-e", f"app_config_file={config}")
+    ran = run_playbook("database-failover.yaml", lab, tmp_path)
 
     assert ran.rc == 1, ran.output
     assert "the primary still answers" in ran.output
     assert lab_snapshot(lab) == before  # the replica was not promoted
-    assert not config.exists()
+    assert config.read_text() == configured == f"DATABASE_URL={lab['primary']['dsn']}\n"
 
 
 def test_failover_drill_promotes_the_replica(failover_lab, tmp_path):
     lab = failover_lab
-    config = tmp_path / "app" / "database.env"
+    config = Path(lab["app_config_file"])  # the lab app reads DATABASE_URL from it
 
     ran = run_playbook("database-failover.yaml", lab, tmp_path, "-e", "drill=true",
-                       "-e", f"app_config_file={config}", "--run-id", "e2e-failover")
+                       "--run-id", "e2e-failover")
 
     assert ran.rc == 0, ran.output
     services = lab_status(lab["dir"])["services"]
@@ -296,7 +299,7 @@ def test_failover_drill_promotes_the_replica(failover_lab, tmp_path):
                                  "WHERE run_id = 'e2e-failover'") == 1
     superuser_execute(lab["replica"], "INSERT INTO users (name, email) VALUES ('after', 'a@x')")
     assert config.read_text() == f"DATABASE_URL={lab['replica']['dsn']}\n"
-    assert app_state(lab)[1] == 200
+    assert app_state(lab)[1] == 200  # the app checks its database is a writable primary
 
 
 @pytest.mark.parametrize("playbook, extra", [
@@ -305,8 +308,9 @@ def test_failover_drill_promotes_the_replica(failover_lab, tmp_path):
     ("database-failover.yaml", ["-e", "drill=true"]),
 ])
 def test_dry_run_changes_nothing(lab, backup, tmp_path, playbook, extra):
-    config = tmp_path / "app-database.env"
-    args = [*extra, "--dry-run", "-e", f"backup_file={backup.dump}", "-e", f"app_config_file={config}"]
+    config = Path(lab["app_config_file"])
+    configured = config.read_text()
+    args = [*extra, "--dry-run", "-e", f"backup_file={backup.dump}"]
     before = lab_snapshot(lab)
     backup_tree = sorted((p.name, p.stat().st_mtime_ns) for p in Path(lab["dir"]).rglob("*"))
 
@@ -316,5 +320,16 @@ def test_dry_run_changes_nothing(lab, backup, tmp_path, playbook, extra):
     assert "DRY RUN" in ran.output
     assert lab_snapshot(lab) == before  # rows, table checksums, roles, app, backups
     assert sorted((p.name, p.stat().st_mtime_ns) for p in Path(lab["dir"]).rglob("*")) == backup_tree
-    assert not config.exists()
+    assert config.read_text() == configured
     assert lab_status(lab["dir"])["services"]["primary_db"]["running"] is True
+
+
+def test_failover_health_fails_when_the_repoint_does_not_reach_the_app(failover_lab, tmp_path):
+    # The lab app reads DATABASE_URL from its own file: a repoint written elsewhere leaves it
+    # on the stopped primary, and the health check says so (it used to pass regardless).
+    elsewhere = tmp_path / "not-what-the-app-reads.env"
+    ran = run_playbook("database-failover.yaml", failover_lab, tmp_path, "-e", "drill=true",
+                       "-e", f"app_config_file={elsewhere}")
+    assert ran.rc == 1, ran.output
+    assert "Check the application's health" in ran.output and "503" in ran.output
+    assert elsewhere.read_text() == f"DATABASE_URL={failover_lab['replica']['dsn']}\n"
