@@ -95,6 +95,7 @@ class Executor:
         self.guide = guide or Guide(journal.events)
         self.guide.emit = self.emit  # operator events are redacted like every other
         ctx.guide = self.guide
+        ctx.runbook = runbook
         self.undo_log = UndoLog(runbook, self.replay)
         self._forward = _forward_steps(runbook)  # action steps in order, for step mode
         self._ordinals = {s.id: n for n, s in enumerate(self._forward, 1)}
@@ -499,6 +500,7 @@ class Executor:
         shown = HIDDEN if step.no_log else args
         action = cls()
         if self.options.dry_run and (mutates or _has_unknown(args)):
+            self._bind(step, ref, scope, None)  # a plan reads the step's target too
             plan = f"{step.action} {HIDDEN}" if step.no_log else self._plan_line(action, args, step)
             return self._planned(step, ref, plan, None, shown)
         while True:
@@ -581,10 +583,7 @@ class Executor:
         return value
 
     def _invoke(self, step: Step, ref: dict, action, args, scope: dict) -> dict:
-        deadline = time.monotonic() + step.timeout if step.timeout else None
-        target = ref.get("target")
-        self.ctx.bind_step(deadline, lambda expr: self.templar.truth(expr, scope), step, ref,
-                           self.scope["targets"].get(target) if target else None)
+        self._bind(step, ref, scope, time.monotonic() + step.timeout if step.timeout else None)
         start = time.monotonic()
         try:
             with self._interruptible():
@@ -610,6 +609,11 @@ class Executor:
         if step.mutates is False and result.changed:
             result = replace(result, changed=False)  # the author declared it a read-only probe
         return result_value(result, elapsed)
+
+    def _bind(self, step: Step, ref: dict, scope: dict, deadline: float | None) -> None:
+        target = ref.get("target")
+        self.ctx.bind_step(deadline, lambda expr: self.templar.truth(expr, scope), step, ref,
+                           self.scope["targets"].get(target) if target else None, scope)
 
     def _attempt_problem(self, step: Step, value: dict, scope: dict) -> str | None:
         if step.until is None:
