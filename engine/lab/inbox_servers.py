@@ -282,6 +282,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = _json(raw)
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, answer, info = self._route(split.path, headers, raw, body)
+        if isinstance(body, dict) and "routing_key" in body:
+            body = {**body, "routing_key": "***"}  # the inbox's listing never shows a credential
         forced = self.services.fault(self.path, query)
         if forced is not None:
             status, answer = forced, {"error": f"fault injected: HTTP {forced}"}

@@ -15,7 +15,8 @@ from engine.source.model import format_duration
 
 STYLES = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red",
           "would change": "magenta", "would run if": "magenta", "finding": "bold yellow",
-          "ignored": "red", "retry": "yellow"}
+          "ignored": "red", "retry": "yellow", "notified": "green",
+          "notify failed": "bold red", "would notify": "magenta"}
 
 
 class ConsoleReporter:
@@ -130,6 +131,20 @@ class ConsoleReporter:
     def on_verify_failed(self, event: Event) -> None:
         self._line("failed", f"{self._label(event)} — verify: {event.data.get('message', '')}")
 
+    def on_notification_sent(self, event: Event) -> None:
+        data = event.data
+        self._line("notified", f"{_notified(data)}: {data.get('result', '')}"
+                   + (" (built-in text: the message could not be rendered)"
+                      if data.get("fallback") else ""))
+
+    def on_notification_failed(self, event: Event) -> None:
+        self._line("notify failed", f"{_notified(event.data)}: {event.data.get('error', '')}")
+
+    def on_notification_planned(self, event: Event) -> None:
+        data = event.data
+        plan = data.get("plan") or f"cannot send: {data.get('error', '')}"
+        self._line("would notify", f"{_notified(data)}: {plan}")
+
     def on_run_completed(self, event: Event) -> None:
         self._recap(event)
 
@@ -164,3 +179,9 @@ class ConsoleReporter:
             verdict = " — within RTO" if estimate <= self.rto else " — EXCEEDS RTO"
             verdict = f" against RTO {format_duration(self.rto)}{verdict}"
         self.write(f"  Estimated time to recovery: {format_duration(estimate)}{verdict}")
+
+
+def _notified(data: dict) -> str:
+    """Who a run-level notification is for and why: ``incidents (slack) on run.failed``."""
+    via = f" ({data['via']})" if data.get("via") else ""
+    return f"{data.get('target')}{via} on {data.get('event')}"

@@ -17,6 +17,7 @@ from engine.actions.base import Context
 from engine.source.compiler import load_runbook
 from engine.errors import UsageError
 from engine.run.executor import Executor, RunOptions, RunOutcome
+from engine.run.notifications import attach_notifications
 from engine.source.inventory import Inventory, load_inventories, resolve_secrets
 from engine.journal.store import open_store
 from engine.guide.operator import Guide, Terminal, load_answers
@@ -251,6 +252,7 @@ def _execute(prepared: "Prepared", journal, options: RunOptions, replay: ReplayS
     ctx = Context(dry_run=options.dry_run, redactor=prepared.redactor,
                   state_dir=journal.directory, run_id=journal.run_id, operator=journal.operator)
     journal.guard = guard
+    attach_notifications(runbook, journal, scope, ctx, options.dry_run)  # the runbook's own
     try:
         guide = make_guide(journal, options, prepared.answers, runbook.rto)
         executor = Executor(runbook, journal, ctx, scope, prepared.extra, options,
