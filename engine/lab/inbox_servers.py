@@ -372,7 +372,7 @@ def _authenticator(user: str, password: str):
     def check(server, session, envelope, mechanism, auth_data):
         if (isinstance(auth_data, LoginPassword) and auth_data.login.decode() == user
                 and auth_data.password.decode() == password):
-            return AuthResult(success=True)
+            return AuthResult(success=True, auth_data=auth_data)
         return AuthResult(success=False, handled=False)  # handled=True would hang the client
 
     return check
@@ -408,7 +408,7 @@ def smtp_controllers(config: dict, recorder: Recorder) -> list:
                    authenticator=auth, auth_required=True),
         Controller(MailHandler(recorder, "implicit"), hostname="127.0.0.1",
                    port=ports["implicit"], ssl_context=tls, authenticator=auth,
-                   auth_required=True, auth_require_tls=False),
+                   auth_require_tls=False),  # aiosmtpd cannot tell implicit TLS is TLS
         Controller(MailHandler(recorder, "plain"), hostname="127.0.0.1", port=ports["plain"]),
     ]
 

@@ -111,14 +111,13 @@ def _addresses(value, kind: str) -> list[str]:
         return []
     raw = [value] if isinstance(value, str) else [str(v) for v in value]
     found = []
-    for name, address in getaddresses(raw):
-        if not _ADDRESS.match(address or ""):
-            shown = ", ".join(raw)
-            raise ActionError(f"notify.email: {kind}: {address or shown!r} is not an e-mail "
-                              "address")
-        found.append(address)
-    if any("\n" in r or "\r" in r for r in raw):
-        raise ActionError(f"notify.email: {kind}: line breaks are not allowed in addresses")
+    for item in raw:
+        if "\n" in item or "\r" in item:
+            raise ActionError(f"notify.email: {kind}: line breaks are not allowed in addresses")
+        parsed = [address for _, address in getaddresses([item])]
+        if not parsed or not all(_ADDRESS.match(address or "") for address in parsed):
+            raise ActionError(f"notify.email: {kind}: {item!r} is not an e-mail address")
+        found += parsed
     return found
 
 

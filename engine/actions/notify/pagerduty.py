@@ -122,7 +122,7 @@ class PagerDuty(NotifyAction):
         event = delivery.payload
         key = body.get("dedup_key") or event["dedup_key"]
         data = {"dedup_key": key, "action": event["event_action"],
-                "status": body.get("status", "success"), "attempts": answer.attempts}
+                "status": body.get("status", "success"), "tries": answer.attempts}
         if "payload" in event:
             data["severity"] = event["payload"]["severity"]
         return Result(ok=True, changed=True, data=data,

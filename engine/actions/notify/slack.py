@@ -98,7 +98,7 @@ class Slack(NotifyAction):
             return _api_result(answer, label, details["channel"], delivery.payload.get("thread_ts"))
         return Result(
             ok=True, changed=True, data={"via": "webhook", "channel": details["channel"],
-                                         "attempts": answer.attempts},
+                                         "tries": answer.attempts},
             message=f"posted to {_shown_channel(details['channel'], ctx)} via webhook")
 
 
@@ -108,7 +108,7 @@ def _api_result(answer, label: str, channel: str, thread: str | None) -> Result:
         error = body.get("error") if isinstance(body, dict) else None
         raise ActionError(f"{label}: {error or 'unexpected answer'}")
     data = {"via": "api", "channel": body.get("channel") or channel, "ts": body.get("ts"),
-            "thread_ts": thread, "attempts": answer.attempts}
+            "thread_ts": thread, "tries": answer.attempts}
     return Result(ok=True, changed=True, data=data,
                   message=f"posted to {channel} (ts {body.get('ts')})")
 

@@ -84,7 +84,7 @@ class Webhook(NotifyAction):
         except HttpFailure as exc:
             raise http_error(exc) from None
         data = {"status": answer.status, "body": answer.body[:BODY_LIMIT],
-                "attempts": answer.attempts}
+                "tries": answer.attempts}
         if answer.json() is not None:
             data["json"] = answer.json()
         return Result(ok=True, changed=True, data=data,
