@@ -124,7 +124,7 @@ class Services:
         action = body["event_action"]
         service = self.config["pagerduty_keys"][body["routing_key"]]
         info.update(recipient=service, action=action, dedup_key=key,
-                    subject=(body.get("payload") or {}).get("summary", action),
+                    subject=(body.get("payload") or {}).get("summary", f"{action} {key}"),
                     severity=(body.get("payload") or {}).get("severity"))
         info.update(self._pagerduty_incident((body["routing_key"], key), action))
         return 202, {"status": "success", "message": "Event processed", "dedup_key": key}, info
