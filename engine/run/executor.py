@@ -371,6 +371,10 @@ class Executor:
     def _preview(self, step: Step, scope: dict) -> StepPreview:
         """What step mode shows before a step: rendered arguments, plan, RTO budget."""
         cls = actions.get_action(step.action)
+        ref = _ref(step)
+        if isinstance(step.target, str) and step.target in self.scope["targets"]:
+            ref["target"] = step.target  # one literal target: its plan can read its settings
+        self._bind(step, ref, scope, None)  # never a stale target from the step before
         try:
             args = self._render_args(step, cls, scope) if step.loop is None else step.args
             plan = self._plan_line(cls(), args, step) if step.loop is None else (

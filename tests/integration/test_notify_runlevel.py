@@ -120,3 +120,32 @@ def test_a_dry_run_lists_every_notification_it_would_send_and_sends_none(tmp_pat
                if e["type"] == "notification.planned"]
     assert {(p["data"]["target"], p["data"]["event"]) for p in planned} == {
         ("incidents", "run.failed"), ("incidents", "run.completed"), ("oncall", "run.failed")}
+
+
+def test_step_mode_previews_each_notify_step_with_its_own_target(tmp_path, inbox):
+    import sys
+
+    import pexpect
+
+    from helpers.run import cli_env
+
+    write_runbook(tmp_path, """
+        name: guided comms
+        steps:
+          - {name: Page, target: oncall, notify.pagerduty: {summary: "DB down"}}
+          - {name: Mail, target: incident_team_mail, notify.email: {subject: "DB down", text: x}}
+    """)
+    child = pexpect.spawn(sys.executable, ["-m", "engine", "run", "runbook.yaml", "--step",
+                                           "-i", str(inbox.inventory)], cwd=str(tmp_path),
+                          env=cli_env({"TERM": "dumb"}), encoding="utf-8", timeout=20,
+                          dimensions=(50, 200))
+    child.expect_exact('plan:     pagerduty trigger critical: "DB down" dedup_key=runbook-')
+    child.expect_exact("Run this step?")
+    child.sendline("y")
+    child.expect_exact('plan:     email to incident-team@company.com: "DB down" via smtp')
+    child.expect_exact("Run this step?")
+    child.sendline("y")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert [r["channel"] for r in inbox.received()] == ["pagerduty", "email"]
