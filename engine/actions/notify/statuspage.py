@@ -135,7 +135,7 @@ class _Api:
                           f"statuspage {method} {path} ({self.where})", payload,
                           {"Authorization": f"OAuth {self.key}"}, self.timeout,
                           self.settings.get("ca_file"), [self.key],
-                          idempotent=method in ("GET", "PATCH"), deadline=self.ctx.deadline)
+                          idempotent=method == "GET", deadline=self.ctx.deadline)
         try:
             answer = send(request)
         except HttpFailure as exc:
