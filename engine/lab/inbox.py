@@ -155,6 +155,11 @@ def inventory_for(config: dict, secret_refs: dict) -> dict:
 # --- the lab part interface (engine.lab.parts) ---
 
 def up(lab) -> dict:
+    try:
+        import aiosmtpd  # noqa: F401  (used by the background process)
+    except ImportError:
+        raise LabError("the inbox needs aiosmtpd (pip install aiosmtpd, or the 'test' extra)") \
+            from None
     directory = Path(lab.lab_dir) / "inbox"
     config = make_config(directory)
     config_file = directory / "config.json"
