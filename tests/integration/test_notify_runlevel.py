@@ -149,3 +149,32 @@ def test_step_mode_previews_each_notify_step_with_its_own_target(tmp_path, inbox
     child.close()
     assert child.exitstatus == 0
     assert [r["channel"] for r in inbox.received()] == ["pagerduty", "email"]
+
+
+def test_shared_runs_in_postgresql_keep_their_status_after_a_notification(tmp_path, inbox, pg_lab):
+    import secrets
+    from urllib.parse import quote
+
+    import psycopg
+
+    name = f"runbook_notify_{secrets.token_hex(4)}"
+    admin = pg_lab["primary"]["admin_dsn"]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" OWNER erp')
+    password = open(pg_lab["passfile"]).read().splitlines()[0].split(":", 4)[4]
+    url = f"postgresql://erp:{quote(password, safe='')}@127.0.0.1:{pg_lab['primary']['port']}/{name}"
+    try:
+        write_runbook(tmp_path, OUTCOME)
+        env = {"RUNBOOK_STATE_URL": url}
+        result = runbook_cli("run", "runbook.yaml", "-i", inbox.inventory, "--run-id", "pg1",
+                             env=env, cwd=tmp_path)
+        assert result.rc == 0, result.output
+        exported = runbook_cli("audit", "export", "pg1", env=env, cwd=tmp_path).stdout
+        assert [json.loads(line)["type"] for line in exported.splitlines()][-2:] == [
+            "run.completed", "notification.sent"]
+        runs = runbook_cli("runs", "--output", "json", env=env, cwd=tmp_path).stdout
+        assert json.loads(runs.splitlines()[0])["status"] == "completed"
+        assert "completed" in runbook_cli("show", "pg1", env=env, cwd=tmp_path).stdout
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
