@@ -119,3 +119,8 @@ class LabError(EngineError):
     """The lab could not be started, stopped or inspected; the message says why."""
 
     exit_code = EXIT_FAILED
+
+
+class KnownOnlyAtRunTime(ActionError):
+    """A plan needs a value only the real run will produce: the plan says so (it is no
+    finding — nothing is wrong yet)."""

@@ -41,7 +41,7 @@ class Context:
     """
 
     def __init__(self, *, dry_run: bool = False, redactor=None, state_dir=None,
-                 run_id: str = "", operator: str = "", guide=None) -> None:
+                 run_id: str = "", operator: str = "", guide=None, runbook=None) -> None:
         self.dry_run = dry_run
         self.redactor = redactor
         self.state_dir = state_dir
@@ -54,6 +54,9 @@ class Context:
         self._processes: set = set()
         #: the operator side (engine.guide.operator.Guide), for manual and approve steps
         self.guide = guide
+        #: the compiled runbook being run (engine.source.model.Runbook), for actions that
+        #: read runbook-level definitions (the notify family reads its ``messages``)
+        self.runbook = runbook
 
     # --- per-step deadline (thread-local: parallel steps have their own) ---
     @property
@@ -81,14 +84,21 @@ class Context:
         return evaluator(expression)
 
     def bind_step(self, deadline: float | None, evaluator, step=None, ref=None,
-                  target: dict | None = None) -> None:
-        """Called by the executor before each action: sets the step's deadline, scope and
-        the inventory target it acts on."""
+                  target: dict | None = None, variables: dict | None = None) -> None:
+        """Called by the executor before each action (and each plan): sets the step's
+        deadline, scope, the inventory target it acts on and its variables."""
         self._local.deadline = deadline
         self._local.evaluator = evaluator
         self._local.step = step
         self._local.ref = ref
         self._local.target = target
+        self._local.variables = variables
+
+    @property
+    def variables(self) -> dict:
+        """The variables in the current step's scope (read them, never change them): for
+        actions that render templates of their own, such as the runbook's messages."""
+        return getattr(self._local, "variables", None) or {}
 
     @property
     def target(self) -> dict | None:
@@ -161,6 +171,9 @@ class Action:
     raw_args: ClassVar[tuple[str, ...]] = ()
     #: the result's ``data`` become variables (set_fact)
     sets_facts: ClassVar[bool] = False
+    #: running it twice is harmless (e.g. PagerDuty events carry a dedup key): a step of
+    #: this action that is in doubt on resume is re-run without asking, like a read-only one
+    idempotent: ClassVar[bool] = False
 
     def plan(self, args: dict, ctx: Context) -> str:
         """One line: what ``run()`` would change. May use read-only look-ups."""

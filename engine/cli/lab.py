@@ -1,4 +1,4 @@
-"""``runbook lab up|down|status|reset``: the local rehearsal sandbox from the command line.
+"""``runbook lab up|down|status|reset|inbox``: the local rehearsal sandbox from the command line.
 
 The commands only parse options, call :mod:`engine.lab.sandbox` and print; a failure
 is a ``LabError`` (an ``EngineError``): one ``error: ...`` line and exit 1, shown by the
@@ -110,3 +110,34 @@ def reset(lab_dir: Path) -> None:
     result = lab_reset(lab_dir)
     counts = ", ".join(f"{table} {n}" for table, n in result["seed"].items())
     click.echo(f"seed data restored in {result['dir']} ({counts} rows)")
+
+
+@lab.command()
+@dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print every record as JSON.")
+def inbox(lab_dir: Path, as_json: bool) -> None:
+    """What the lab's inbox received (lab up --with inbox): channel, recipient, subject, time."""
+    from engine.lab.inbox import lab_records, received
+
+    entries = received(lab_records(lab_dir))
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    if not entries:
+        click.echo("the inbox has received nothing yet")
+        return
+    for entry in entries:
+        click.echo(_inbox_line(entry))
+    click.echo(f"{len(entries)} received")
+
+
+def _inbox_line(entry: dict) -> str:
+    recipient = entry.get("recipient")
+    if isinstance(recipient, list):
+        recipient = ", ".join(recipient)
+    subject = " ".join(str(entry.get("subject") or "").split())
+    subject = subject if len(subject) <= 70 else subject[:69] + "…"
+    answered = entry.get("answered")
+    mark = "" if answered and 200 <= int(answered) < 300 else f"  [answered {answered}]"
+    return (f"{str(entry.get('ts', ''))[11:19]}  {entry.get('channel', '?'):<10} "
+            f"{str(recipient or '-')[:32]:<32} {subject}{mark}")

@@ -39,11 +39,17 @@ APPROVAL_REQUESTED = "approval.requested"
 APPROVAL_GRANTED = "approval.granted"
 ROLLBACK_STARTED = "rollback.started"
 ROLLBACK_COMPLETED = "rollback.completed"
+NOTIFICATION_SENT = "notification.sent"
+NOTIFICATION_FAILED = "notification.failed"
+NOTIFICATION_PLANNED = "notification.planned"
 
 #: events that end a step (one per step.started)
 STEP_ENDS = frozenset({STEP_SUCCEEDED, STEP_FAILED, STEP_SKIPPED, STEP_PLANNED, "step.paused"})
 #: events that end a run (the run may still be resumed after failed/aborted/interrupted/paused)
 RUN_ENDS = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_ABORTED, RUN_INTERRUPTED, RUN_PAUSED})
+#: events that record what happened because of another event (a notification about the
+#: run's end) and never change a run's state: they may follow the event that ends a run
+AFTERWORDS = frozenset({NOTIFICATION_SENT, NOTIFICATION_FAILED, NOTIFICATION_PLANNED})
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from engine.connections.postgres import connect
 from engine.errors import EXIT_FAILED, EngineError, RunHeld, RunNotFound, UsageError
-from engine.journal.events import Event
+from engine.journal.events import AFTERWORDS, Event
 from engine.journal.file import (GENESIS, Journal, JournalCorrupt, Verification, _holder_info, run_dir,
                             verify_chain)
 from engine.journal.views import RunSummary, summary_from
@@ -89,7 +89,8 @@ _FIRST_AND_LAST = """
     FROM (SELECT DISTINCT ON (run_id) run_id, line FROM runbook_events {where}
           ORDER BY run_id, seq) f
     JOIN (SELECT DISTINCT ON (run_id) run_id, line FROM runbook_events {where}
-          ORDER BY run_id, seq DESC) l USING (run_id)"""
+          ORDER BY run_id, type IN (%s), seq DESC) l USING (run_id)""" % ", ".join(
+    f"'{kind}'" for kind in sorted(AFTERWORDS))  # the last event that is not an afterword
 
 
 class StateUnavailable(EngineError):

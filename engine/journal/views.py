@@ -34,7 +34,8 @@ class RunSummary:
 
 
 def _first_and_last(path: Path) -> tuple[dict | None, dict | None]:
-    """The first and last complete events, without reading a long journal whole."""
+    """The first and last complete events, without reading a long journal whole (the last
+    that is not an afterword such as a notification sent after the run's end)."""
     with open(path, "rb") as handle:
         first_line = handle.readline()
         size = handle.seek(0, os.SEEK_END)
@@ -43,7 +44,7 @@ def _first_and_last(path: Path) -> tuple[dict | None, dict | None]:
     first = _loads(first_line)
     for line in reversed(tail):
         last = _loads(line)
-        if last is not None:
+        if last is not None and last.get("type") not in ev.AFTERWORDS:
             return first, last
     return first, first
 

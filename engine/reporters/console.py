@@ -15,7 +15,8 @@ from engine.durations import format_duration
 
 STYLES = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red",
           "would change": "magenta", "would run if": "magenta", "would check": "blue",
-          "finding": "bold yellow", "ignored": "red", "retry": "yellow"}
+          "finding": "bold yellow", "ignored": "red", "retry": "yellow", "notified": "green",
+          "notify failed": "bold red", "would notify": "magenta"}
 #: where a plan row's time comes from: earlier runs, the author, a default, this rehearsal
 _SOURCE_TAGS = {"median": "history", "author's estimate": "author", "default": "default"}
 MESSAGE_WIDTH = 160  # longer messages are cut (with an ellipsis), never dropped
@@ -144,6 +145,20 @@ class ConsoleReporter:
             return  # the step's finding line says it once
         self._line("failed", f"{self._label(event)} — verify: {event.data.get('message', '')}")
 
+    def on_notification_sent(self, event: Event) -> None:
+        data = event.data
+        self._line("notified", f"{_notified(data)}: {data.get('result', '')}"
+                   + (" (built-in text: the message could not be rendered)"
+                      if data.get("fallback") else ""))
+
+    def on_notification_failed(self, event: Event) -> None:
+        self._line("notify failed", f"{_notified(event.data)}: {event.data.get('error', '')}")
+
+    def on_notification_planned(self, event: Event) -> None:
+        data = event.data
+        plan = data.get("plan") or f"cannot send: {data.get('error', '')}"
+        self._line("would notify", f"{_notified(data)}: {plan}")
+
     def on_run_completed(self, event: Event) -> None:
         self._recap(event)
 
@@ -191,3 +206,9 @@ class ConsoleReporter:
 
 def _shortened(message: str) -> str:
     return message if len(message) <= MESSAGE_WIDTH else message[:MESSAGE_WIDTH - 1] + "…"
+
+
+def _notified(data: dict) -> str:
+    """Who a run-level notification is for and why: ``incidents (slack) on run.failed``."""
+    via = f" ({data['via']})" if data.get("via") else ""
+    return f"{data.get('target')}{via} on {data.get('event')}"

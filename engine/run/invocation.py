@@ -10,6 +10,7 @@ from typing import Any
 from engine import actions
 from engine.actions.arguments import check_rendered_args
 from engine.actions.base import ActionError, Result
+from engine.errors import KnownOnlyAtRunTime
 from engine.control import Decision, RollbackRequested, RunAborted, RunPaused
 from engine.journal import events as ev
 from engine.run.rehearsal import UNKNOWN_ARGS, has_unknown
@@ -53,7 +54,7 @@ class Invocation:
         self._treat_as_secrets(cls, args)
         shown = shown_args(step, cls, args)
         action = cls()
-        self.rt.ctx.bind_step(None, None, step, ref, self.rt.target_settings(ref))
+        self.bind(step, ref, scope, None)  # a plan reads the step's target and variables too
         touched = self._touched(action, args)
         reason = self.rt.policy.plan_reason(step, mutates, args, touched, cls.sets_facts)
         if reason is not None:
@@ -71,13 +72,24 @@ class Invocation:
         elif reason == UNKNOWN_ARGS:
             line = f"{describe_args(step.action, args)} ({UNKNOWN_ARGS})"
         else:
-            line = self.plan_line(action, args, step)
+            try:
+                line = self.plan_line(action, args, step)
+            except ActionError as exc:  # found before the incident: a finding
+                self.rt.emit(ev.STEP_STARTED, ref, {"action": step.action, "args": shown,
+                                                    "mutates": mutates, "planning": True})
+                return self.handle_failure(step, ref, f"plan: {exc}")
         if reason and reason != UNKNOWN_ARGS:
             line = f"{reason}: {line}"
         if mutates:
             self.rt.policy.record_change(step, touched)
         unknown = first_unknown_text(args) if reason == UNKNOWN_ARGS else None
         return self.handle_planned(step, ref, line, unknown, mutates, shown)
+
+    def bind(self, step: Step, ref: dict, scope: dict, deadline: float | None) -> None:
+        """Tell the context which step runs in this thread: its deadline, the scope its
+        expressions see, the target it acts on and its variables."""
+        self.rt.ctx.bind_step(deadline, lambda expr: self.rt.templar.truth(expr, scope), step,
+                              ref, self.rt.target_settings(ref), scope)
 
     def _touched(self, action, args) -> set[str]:
         try:
@@ -129,11 +141,17 @@ class Invocation:
                                  if args.get(k) not in (None, ""))
 
     def plan_line(self, action, args, step: Step) -> str:
+        """What the action would do. A plan that finds a problem (the service refuses the
+        change, an object is missing) raises ``ActionError``: in a rehearsal, a finding."""
         try:
             with self.rt.interruptible():  # a plan may do slow read-only look-ups
                 return one_line(action.plan(args, self.rt.ctx))
-        except ActionError as exc:
+        except KnownOnlyAtRunTime as exc:
             return f"{step.action}: {exc}"
+        except UnknownValue as unknown:
+            return f"{step.action}: needs {unknown.unknown}, known only at run time"
+        except ActionError:
+            raise
         except Exception as exc:  # a plan must never end a rehearsal
             return f"{step.action} (plan unavailable: {type(exc).__name__})"
 
@@ -167,10 +185,8 @@ class Invocation:
             raise KeyboardInterrupt
 
     def _invoke(self, step: Step, ref: dict, action, args, scope: dict) -> dict:
-        deadline = time.monotonic() + step.timeout if step.timeout else None
         ctx = self.rt.ctx
-        ctx.bind_step(deadline, lambda expr: self.rt.templar.truth(expr, scope), step, ref,
-                      self.rt.target_settings(ref))
+        self.bind(step, ref, scope, time.monotonic() + step.timeout if step.timeout else None)
         start = time.monotonic()
         try:
             with self.rt.interruptible():

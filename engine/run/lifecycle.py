@@ -11,6 +11,7 @@ from engine.actions.base import Context
 from engine.guide.operator import Guide, Terminal
 from engine.journal.replay import ReplayState
 from engine.run.executor import Executor
+from engine.run.notifications import attach_notifications
 from engine.run.options import RunOptions
 from engine.run.outcome import RunOutcome
 from engine.run.prepare import Prepared, build_scope
@@ -84,7 +85,9 @@ def execute_run(prepared: Prepared, held: HeldRun, options: RunOptions,
     policy = policy_for(options, history)
     guide = make_guide(journal, options, policy, prepared.answers, runbook.rto, emit)
     ctx = Context(dry_run=options.dry_run, redactor=prepared.redactor, guide=guide,
-                  state_dir=journal.directory, run_id=journal.run_id, operator=journal.operator)
+                  runbook=runbook, state_dir=journal.directory, run_id=journal.run_id,
+                  operator=journal.operator)
+    attach_notifications(runbook, journal, scope, ctx, options.dry_run)  # the runbook's own
     runtime = Runtime(runbook, emit, ctx, scope, prepared.extra, options, policy, replay, guide,
                       held.guard)
     return Executor(runtime).run()

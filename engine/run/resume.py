@@ -167,8 +167,9 @@ def _decide_in_doubt(runbook: Runbook, state: ReplayState, request: ResumeReques
             continue
         cls = actions.get_action(step.action)
         mutates = cls.mutates if step.mutates is None else step.mutates
-        if not mutates or step.idempotent:
-            decision, why = "rerun", "read-only" if not mutates else "idempotent"
+        if not mutates or step.idempotent or getattr(cls, "idempotent", False):
+            decision, why = "rerun", "read-only" if not mutates else (
+                "idempotent" if step.idempotent else f"idempotent ({step.action})")
         elif request.in_doubt:
             decision, why = request.in_doubt, f"--in-doubt {request.in_doubt}"
         elif ask is not None:

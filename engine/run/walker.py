@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from engine import actions
+from engine.actions.base import ActionError
 from engine.control import Decision
 from engine.guide.operator import StepPreview
 from engine.journal import events as ev
@@ -208,13 +209,19 @@ class Walker:
     def _preview(self, step: Step, scope: dict) -> StepPreview:
         """What step mode shows before a step: rendered arguments, plan, RTO budget."""
         cls = actions.get_action(step.action)
+        ref = step_ref(step)
+        if isinstance(step.target, str) and step.target in self.rt.scope["targets"]:
+            ref["target"] = step.target  # one literal target: its plan can read its settings
+        self.invocation.bind(step, ref, scope, None)  # never a stale target from the step before
         try:
-            single = step.loop is None and step.target is None
+            single = step.loop is None and (step.target is None or "target" in ref)
             args = self.invocation.render_args(step, cls, scope) if single else step.args
             plan = self.invocation.plan_line(cls(), args, step) if single else (
                 f"{step.action} for each item of the loop or target")
         except (TemplateFailure, UnknownValue) as exc:
             args, plan = step.args, f"(cannot render the arguments yet: {exc})"
+        except ActionError as exc:
+            plan = f"{step.action}: {exc}"  # the operator sees the problem before answering
         shown = HIDDEN if step.no_log else self.rt.redactor.mask(args)
         plan = f"{step.action} {HIDDEN}" if step.no_log else self.rt.redactor.mask(plan)
         here = self._ordinals.get(step.id, 0)

@@ -19,6 +19,7 @@ from engine.actions.arguments import arg_validator
 from engine.checksums import sha256_text
 from engine.errors import SourceError, SourceErrors
 from engine.source.loader import Document, load_file
+from engine.source.messages import read_comms
 from engine.memory import paused_gc
 from engine.durations import parse_duration
 from engine.source.model import Input, Runbook, Step, StepKind, Verify
@@ -102,6 +103,9 @@ class _Compiler:
         data = self.doc.data
         self._reserve_explicit_ids(data.get("steps"), ("steps",))
         steps = self.steps(data.get("steps"), ("steps",), "")
+        comms = read_comms(self.doc, list(self.fragments), _renders_messages)
+        self.errors += comms.errors
+        self.fragments += comms.files  # fingerprinted for resume, names checked like steps'
         return Runbook(
             name=str(data.get("name", "")), path=self.doc.path, steps=steps,
             description=_text(data.get("description")), tier=_text(data.get("tier")),
@@ -112,7 +116,8 @@ class _Compiler:
             rollback_strategy=str(data.get("rollback_strategy", "on_failure")),
             drill=data.get("drill") if isinstance(data.get("drill"), dict) else None,
             fingerprint=_sha256(self.doc.text),
-            includes=tuple(fragment.path for fragment in self.fragments))
+            includes=tuple(fragment.path for fragment in self.fragments),
+            messages=comms.messages, notifications=comms.notifications)
 
     def inputs(self, raw: Any) -> dict[str, Input]:
         if not isinstance(raw, dict):
@@ -337,6 +342,12 @@ class _Compiler:
                                   delay=_or(self.duration(item, here + ("delay",)), 1.0),
                                   pos=self.doc.pos(here)))
         return tuple(out)
+
+
+def _renders_messages(action: str) -> bool:
+    """Whether the action's ``message``/``audience`` arguments name one of the runbook's messages."""
+    return actions.is_known(action) and getattr(actions.get_action(action), "renders_messages",
+                                                False)
 
 
 @lru_cache(maxsize=4096)  # the same typo repeated over a large file costs one difflib pass

@@ -106,7 +106,10 @@ class Runbook:
     rollback_strategy: str = "on_failure"
     drill: dict | None = None  # how `runbook drill` exercises it (lab parts, inputs, answers)
     fingerprint: str = ""
-    includes: tuple[str, ...] = ()  # absolute paths of included step files
+    includes: tuple[str, ...] = ()  # absolute paths of included step and message files
+    #: the communication plan (engine.source.messages): Message by name, Notifications
+    messages: dict = field(default_factory=dict)
+    notifications: tuple = ()
 
     def walk(self):
         """Every step, depth first, including nested and rollback steps."""

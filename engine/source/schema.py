@@ -16,6 +16,7 @@ from typing import Iterator
 from engine.errors import SourceError
 from engine.source.loader import Document
 from engine.durations import DURATION_HELP, DURATION_PATTERN
+from engine.source.messages import INCLUDE_MESSAGES_SCHEMA, MESSAGES_SCHEMA, NOTIFICATIONS_SCHEMA
 
 SCHEMA_ID = "https://runbook-engine.dev/schemas/runbook.schema.json"
 INVENTORY_SCHEMA_ID = "https://runbook-engine.dev/schemas/inventory.schema.json"
@@ -144,6 +145,9 @@ def _base_schema(step_schema: dict) -> dict:
                      "description": "Variables (templates allowed)."},
             "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"},
                       "description": "The steps, run in order."},
+            "messages": MESSAGES_SCHEMA,
+            "include_messages": INCLUDE_MESSAGES_SCHEMA,
+            "notifications": NOTIFICATIONS_SCHEMA,
         },
         "$defs": {
             "duration": {"type": ["string", "number"], "pattern": DURATION_PATTERN,
@@ -250,6 +254,14 @@ def fragment_errors(doc: Document) -> list[SourceError]:
         what = "empty" if not data else f"a {type(data).__name__}"
         return [doc.error((), f"an included file must be a list of steps, this file is {what}")]
     return [err for error in _validator("fragment").iter_errors(data) for err in _convert(doc, error)]
+
+
+def document_errors(doc: Document, schema: dict) -> list[SourceError]:
+    """Every violation of ``schema`` in ``doc`` (a file included for its own kind of content)."""
+    from jsonschema import Draft202012Validator
+
+    return [err for error in Draft202012Validator(schema).iter_errors(doc.data)
+            for err in _convert(doc, error)]
 
 
 def _convert(doc: Document, error) -> Iterator[SourceError]:

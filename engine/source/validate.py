@@ -33,7 +33,7 @@ def _is_step_list(path: Path) -> bool:
     for line in head.decode("utf-8", "replace").splitlines():
         stripped = line.strip()
         if stripped and not stripped.startswith("#") and stripped != "---":
-            return stripped.startswith("- ") or stripped == "-"
+            return stripped.startswith(("- ", "messages:")) or stripped == "-"
     return False
 
 

@@ -14,6 +14,7 @@ real service (pyinfra's ``tests/operations/*/*.json`` is the model)::
     expect:
       plan: "scale production/Deployment/api 3 → 5"   # the dry-run's plan line, exactly
       plan_contains: "3 → 5"                          # ... or a part of it
+      finding: "has no component 'Api'"               # the plan found a problem: a finding
       ok: true
       changed: true
       message: "..."              # exactly, or message_contains
@@ -100,6 +101,10 @@ def _json(values: dict) -> str:
 
 
 def _check_plan(rehearsal, expect: dict) -> None:
+    if "finding" in expect:
+        [finding] = rehearsal.handle.outcome.findings
+        assert expect["finding"] in finding["message"], finding["message"]
+        assert not rehearsal.of("case", "step.planned")
     if "plan" not in expect and "plan_contains" not in expect:
         return
     planned = rehearsal.of("case", "step.planned")
