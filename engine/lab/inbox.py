@@ -269,6 +269,13 @@ def inventory(state: dict) -> dict:
     return inventory_for(config, state.get("secret_refs") or {})
 
 
+def snapshot(state: dict) -> dict:
+    """What `runbook drill` compares around a rehearsal: every delivery the inbox received
+    (read-only look-ups, such as a status page's component list, are not changes)."""
+    return {"received": [{k: v for k, v in entry.items() if k not in ("time", "ts")}
+                         for entry in received(state["records"])]}
+
+
 # --- what was received ---
 
 def received(records: str | Path, include_lookups: bool = False) -> list[dict]:

@@ -142,7 +142,7 @@ def _rehearse(path, lab, extra, request, result, progress) -> None:
     result.dry_run_id = handle.run_id
     result.rto = handle.runbook.rto
     result.findings = handle.outcome.findings
-    end = events[-1].data if events else {}
+    end = run_end(events)
     result.estimate, result.estimate_low = end.get("estimate"), end.get("estimate_low")
     result.planned = planned_changes(events)
     result.lab_changes = differences(before, lab_snapshot(lab_state(lab["dir"])))
@@ -162,7 +162,7 @@ def _run_for_real(path, lab, extra, answers, request, result, progress) -> None:
     result.run_id = handle.run_id
     result.status = handle.outcome.status.value
     result.executed = executed_changes(events)
-    end = events[-1].data if events else {}
+    end = run_end(events)
     result.measured = end.get("elapsed")
     if result.status != "completed":
         result.fail(f"the real run ended {result.status}: {handle.outcome.message}")
@@ -199,6 +199,14 @@ def executed_changes(events) -> list[str]:
             if key not in out:
                 out.append(key)
     return out
+
+
+def run_end(events) -> dict:
+    """The data of the event that ended the run (notifications may follow it)."""
+    for event in reversed(events):
+        if event.type in ev.RUN_ENDS:
+            return event.data
+    return {}
 
 
 def invocation_key(step: dict) -> str:
