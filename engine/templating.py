@@ -26,6 +26,9 @@ from engine.unknowns import Unknown, UnknownValue
 _SINGLE_EXPR = re.compile(r"^\{\{((?:(?!\}\}|\{\{).)*)\}\}$", re.DOTALL)
 
 
+_UNSEEN = object()
+
+
 class TemplateFailure(Exception):
     """A template or expression could not be evaluated (message is user-facing)."""
 
@@ -53,6 +56,7 @@ class Templar:
         filters.make_unknown_aware(self.env.filters)
         filters.make_unknown_aware(self.env.tests, keep=filters.TESTS_KNOWN_FOR_UNKNOWNS)
         self._templates: dict[str, Any] = {}
+        self._singles: dict[str, str | None] = {}
         self._expressions: dict[str, Any] = {}
 
     # --- rendering ---
@@ -67,13 +71,38 @@ class Templar:
         return value
 
     def render_string(self, text: str, scope: dict) -> Any:
-        single = _SINGLE_EXPR.match(text)
-        if single and "{%" not in text:
-            return self.evaluate(single.group(1), scope)
+        single = self._single_expression(text)
+        if single is not None:
+            return self.evaluate(single, scope)
         template = self._templates.get(text)
         if template is None:
             template = self._templates[text] = self._compile(self.env.from_string, text)
         return self._call(template.render, scope, text)
+
+    def _single_expression(self, text: str) -> str | None:
+        """The expression of a string that is exactly one ``{{ expr }}`` (it renders to a
+        native value), else None. The fast path is a pattern; an expression that holds
+        ``}}`` itself (a nested dict literal) is confirmed by Jinja's own lexer."""
+        single = _SINGLE_EXPR.match(text)
+        if single:
+            return single.group(1) if "{%" not in text else None
+        stripped = text.strip()
+        if not (stripped.startswith("{{") and stripped.endswith("}}")) or text != stripped:
+            return None
+        found = self._singles.get(text, _UNSEEN)
+        if found is _UNSEEN:
+            found = self._singles[text] = self._lex_single(text)
+        return found
+
+    def _lex_single(self, text: str) -> str | None:
+        try:
+            kinds = [kind for _, kind, _ in self.env.lex(text)]
+        except TemplateSyntaxError:
+            return None  # rendering reports the syntax error with its message
+        if kinds.count("variable_begin") != 1 or kinds[0] != "variable_begin" \
+                or kinds[-1] != "variable_end" or "data" in kinds:
+            return None
+        return text[2:-2]
 
     def evaluate(self, expression: str, scope: dict) -> Any:
         """Evaluate a bare Jinja expression (``when``, ``until``, ``verify``)."""
@@ -124,8 +153,8 @@ class Templar:
     # --- static analysis for ``runbook validate`` ---
     def names_in_template(self, text: str) -> set[str]:
         """Top-level variable names a template reads (raises ``TemplateFailure`` on bad syntax)."""
-        single = _SINGLE_EXPR.match(text)
-        source = text if not single else "{{ " + single.group(1) + " }}"
+        single = self._single_expression(text)
+        source = text if single is None else "{{ " + single + " }}"
         ast = self._parse(source)
         return self._free_names(ast)
 

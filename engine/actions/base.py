@@ -143,6 +143,12 @@ class Context:
                 self._connections[key] = factory()
             return self._connections[key]
 
+    def cached(self, kind: str) -> list:
+        """The cached clients whose key starts with ``kind`` (``("postgres", dsn)``...)."""
+        with self._lock:
+            return [client for key, client in self._connections.items()
+                    if isinstance(key, tuple) and key and key[0] == kind]
+
     def close(self) -> None:
         """Close every cached client that has a ``close()`` method."""
         with self._lock:

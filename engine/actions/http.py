@@ -60,7 +60,12 @@ class Request(Check):
         return f"{args.get('method', 'POST').upper()} {args['url']}"
 
     def run(self, args, ctx: Context) -> Result:
-        return super().run({"method": "POST", **args}, ctx)
+        """A request that succeeded changed something — unless it only read (GET/HEAD)."""
+        result = super().run({"method": "POST", **args}, ctx)
+        method = str(args.get("method", "POST")).upper()
+        if result.ok and method not in ("GET", "HEAD", "OPTIONS"):
+            result = Result(ok=True, changed=True, data=result.data, message=result.message)
+        return result
 
 
 def _expected(args) -> list[int]:

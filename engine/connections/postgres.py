@@ -146,6 +146,33 @@ def session_for(ctx, dsn: str) -> PgSession:
     return ctx.connection(("postgres", dsn), lambda: PgSession(dsn))
 
 
+_DATABASE_GOES = re.compile(
+    r'\b(?:DROP\s+DATABASE(?:\s+IF\s+EXISTS)?|ALTER\s+DATABASE)\s+("(?:[^"]|"")+"|[\w$]+)',
+    re.IGNORECASE)
+
+
+def release_sessions_for(ctx, sql: str) -> None:
+    """Close the run's own idle sessions to a database that ``sql`` drops or alters: the
+    engine must never be the "other user" that keeps ``DROP DATABASE`` from running.
+    They reopen by themselves when a later step needs them."""
+    names = {_unquote_ident(m.group(1)) for m in _DATABASE_GOES.finditer(sql)}
+    if not names:
+        return
+    from psycopg.conninfo import conninfo_to_dict
+
+    for session in ctx.cached("postgres"):
+        try:
+            dbname = conninfo_to_dict(session.dsn).get("dbname")
+        except Exception:  # a DSN psycopg cannot parse has no session open anyway
+            continue
+        if dbname in names:
+            session.close()
+
+
+def _unquote_ident(name: str) -> str:
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+
+
 def connect_timeout(ctx, wanted: float = DEFAULT_CONNECT_TIMEOUT) -> float:
     """Seconds to wait for a connection: ``wanted``, cut to what the step has left."""
     return ctx.time_left(wanted)

@@ -12,6 +12,7 @@ from collections import Counter
 from engine.journal import events as ev
 from engine.journal.events import Event
 from engine.durations import format_duration
+from engine.timestamps import epoch
 
 STYLES = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red",
           "would change": "magenta", "would run if": "magenta", "would check": "blue",
@@ -81,9 +82,16 @@ class ConsoleReporter:
         mode = "DRY RUN of" if self.dry_run else "Running"
         if event.type == ev.RUN_RESUMED:
             mode = "Resuming dry run of" if self.dry_run else "Resuming"
+            if data.get("run_started"):  # one RTO clock: the run's, since it first started
+                self.started = time.monotonic() - (time.time() - epoch(data["run_started"]))
         name = data.get("runbook", {}).get("name", "")
         self.write(f"{mode} '{name}' — run {event.run_id} by {event.operator}"
                    + (f", RTO {format_duration(self.rto)}" if self.rto else ""))
+        sources = data.get("input_sources") or {}
+        if sources:
+            shown = ", ".join(f"{k}={_shortened(str(v))[:40]} ({sources.get(k, '?')})"
+                              for k, v in (data.get("inputs") or {}).items())
+            self.write(f"Inputs: {shown}")
 
     on_run_resumed = on_run_started
 

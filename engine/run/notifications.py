@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from engine import actions
 from engine.actions.base import ActionError, Context
 from engine.journal import events as ev
-from engine.source.messages import CHANNELS, Notification
+from engine.source.messages import Notification
+from engine.source.messages_schema import CHANNELS
 
 #: seconds one notification may take, retries included (the run waits for it)
 BUDGET = 20.0

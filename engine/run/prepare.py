@@ -157,6 +157,20 @@ def resolve_inputs(runbook: Runbook, extra: dict, inventory: Inventory) -> dict:
     return values
 
 
+def input_sources(runbook: Runbook, extra: dict, inventory: Inventory) -> dict[str, str]:
+    """Where each input's value came from — so an inventory var that silently overrides a
+    default is in plain sight (the run header and ``run.started`` show it)."""
+    sources = {}
+    for name, spec in runbook.inputs.items():
+        if name in extra:
+            sources[name] = "-e"
+        elif name in inventory.vars:
+            sources[name] = "inventory vars"
+        elif spec.has_default:
+            sources[name] = "default"
+    return sources
+
+
 def build_scope(runbook: Runbook, inventory: Inventory, inputs: dict, extra: dict,
                 secret_values: dict, run_info: dict) -> dict:
     """Variables, lowest first: inventory vars < runbook vars < inputs < facts < -e."""

@@ -79,7 +79,8 @@ def resume_run(request: ResumeRequest, observers: list[Callable] = (),
             "runbook": started.data.get("runbook", {}) | {"source": None},
             "rto": started.data.get("rto"), "dry_run": run_request.options.dry_run,
             "allow_changed": bool(changes), "changes": [c for c, _ in changes],
-            "in_doubt": decisions, "completed_steps": len(state.completed)}))
+            "in_doubt": decisions, "completed_steps": len(state.completed),
+            "run_started": journal.events[0].ts}))
         _record_skips(journal, state, decisions)
         history = (step_history(store, prepared.runbook.name)
                    if run_request.options.dry_run else {})

@@ -18,7 +18,7 @@ from engine.run.estimates import step_history
 from engine.run.lifecycle import execute_run, held_run
 from engine.run.options import RunOptions
 from engine.run.outcome import RunOutcome
-from engine.run.prepare import RunRequest, check_step_mode, prepare
+from engine.run.prepare import Prepared, RunRequest, check_step_mode, input_sources, prepare
 from engine.source.model import Runbook
 
 
@@ -45,15 +45,16 @@ def start_run(request: RunRequest, observers: list[Callable] = ()) -> RunHandle:
     operator = operator_name(request.operator)
     with held_run(lambda: store.create_run(run_id, operator), observers,
                   exits_after=request.exits_after, redactor=prepared.redactor) as held:
-        started = _started_data(request, prepared.runbook, prepared.inputs, prepared.extra)
+        started = _started_data(request, prepared)
         held.journal.append(ev.RUN_STARTED, None, prepared.redactor.mask(started))
         history = step_history(store, prepared.runbook.name) if request.options.dry_run else {}
         outcome = execute_run(prepared, held, request.options, ReplayState(), history)
     return RunHandle(run_id, prepared.runbook, outcome, store, request.options)
 
 
-def _started_data(request: RunRequest, runbook: Runbook, inputs: dict, extra: dict) -> dict:
-    options = request.options
+def _started_data(request: RunRequest, prepared: Prepared) -> dict:
+    options, runbook = request.options, prepared.runbook
+    inputs, extra = prepared.inputs, prepared.extra
     return {
         "runbook": {"path": str(Path(runbook.path).resolve()), "name": runbook.name,
                     "sha256": runbook.fingerprint, "source": Path(runbook.path).read_text()},
@@ -61,6 +62,7 @@ def _started_data(request: RunRequest, runbook: Runbook, inputs: dict, extra: di
         "includes": list(runbook.includes),
         "fingerprints": fingerprints([runbook.path, *runbook.includes, *request.inventories]),
         "inputs": inputs, "extra_vars": extra, "extra_args": list(request.extra),
+        "input_sources": input_sources(runbook, extra, prepared.inventory),
         "dry_run": options.dry_run, "strict": options.strict, "tags": sorted(options.tags),
         "skip_tags": sorted(options.skip_tags), "start_at": options.start_at,
         "on_failure": options.on_failure, "step_mode": options.step_mode, "limit": options.limit,

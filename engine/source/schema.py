@@ -16,7 +16,8 @@ from typing import Iterator
 from engine.errors import SourceError
 from engine.source.loader import Document
 from engine.durations import DURATION_HELP, DURATION_PATTERN
-from engine.source.messages import INCLUDE_MESSAGES_SCHEMA, MESSAGES_SCHEMA, NOTIFICATIONS_SCHEMA
+from engine.source.messages_schema import (INCLUDE_MESSAGES_SCHEMA, MESSAGES_SCHEMA,
+                                          NOTIFICATIONS_SCHEMA)
 
 SCHEMA_ID = "https://runbook-engine.dev/schemas/runbook.schema.json"
 INVENTORY_SCHEMA_ID = "https://runbook-engine.dev/schemas/inventory.schema.json"

@@ -493,3 +493,15 @@ def test_a_missing_client_tool_names_the_package_to_install():
 def test_client_tools_are_found():
     assert Path(find_pg_tool("pg_dump")).name == "pg_dump"
     assert Path(find_pg_tool("pg_restore")).name == "pg_restore"
+
+
+def test_the_engines_own_session_never_blocks_drop_database(scratch_db, pg_lab, ctx):
+    # A restore test's cleanup: query the scratch database, then drop it from another DSN.
+    # The engine's cached session to scratch used to make DROP fail "being accessed by
+    # other users" — the other user was the engine.
+    query, execute = get_action("postgres.query")(), get_action("postgres.execute")()
+    ctx.bind_step(None, None)
+    assert query.run({"dsn": scratch_db, "sql": "SELECT 1 AS one"}, ctx).ok
+    admin = pg_lab["primary"]["dsn"].replace("/erp?", "/postgres?")
+    result = execute.run({"dsn": admin, "sql": "DROP DATABASE scratch"}, ctx)
+    assert result.ok and result.data["status"] == "DROP DATABASE"

@@ -191,6 +191,7 @@ def test_http_request_posts_json_and_headers(web):
     result = run_action("http.request", {"url": f"{url}/hook", "json": {"status": "monitoring"},
                                          "headers": {"X-Incident": "42"}, "status": 201})
     assert result.ok and result.data["json"] == {"accepted": True}
+    assert result.changed  # a POST that succeeded changed something (it used to say no)
     assert received[-1]["method"] == "POST"
     assert json.loads(received[-1]["body"]) == {"status": "monitoring"}
     assert received[-1]["headers"]["Content-Type"] == "application/json"
@@ -199,9 +200,12 @@ def test_http_request_posts_json_and_headers(web):
 
 def test_http_request_method_and_body(web):
     url, received = web
-    run_action("http.request", {"url": f"{url}/hook", "method": "put", "body": "raw text",
-                                "status": 201})
+    result = run_action("http.request", {"url": f"{url}/hook", "method": "put",
+                                         "body": "raw text", "status": 201})
     assert received[-1]["method"] == "PUT" and received[-1]["body"] == "raw text"
+    assert result.changed
+    read = run_action("http.request", {"url": f"{url}/hook", "method": "get", "status": [200, 201]})
+    assert read.ok and not read.changed
 
 
 def test_http_request_is_only_planned_in_a_dry_run(web, tmp_path):

@@ -266,3 +266,31 @@ def test_deeply_nested_expression_is_a_failure_not_a_crash(templar):
         templar.names_in_expression("not " * 5000 + "x")
     with pytest.raises(TemplateFailure, match="template is nested too deeply"):
         templar.truth("not " * 5000 + "x", {"x": True})
+
+
+def test_one_expression_holding_a_nested_dict_literal_keeps_its_native_type(templar):
+    # "}}" inside the expression used to make it a text template: an argv became one string
+    value = templar.render_string("{{ ['kubectl', 'apply', {'a': {'b': x}}] }}", {"x": 1})
+    assert value == ["kubectl", "apply", {"a": {"b": 1}}]
+    assert templar.render_string("{{ x }} and {{ {'k': {'v': x}} }}", {"x": 1}) == \
+        "1 and {'k': {'v': 1}}"
+
+
+@pytest.mark.parametrize("expression, expected", [
+    ("{'a': 1, 'n': {'x': 1}} | combine({'b': 2, 'n': {'y': 2}}, recursive=true)",
+     {"a": 1, "b": 2, "n": {"x": 1, "y": 2}}),
+    ("'db-1.prod' | regex_replace('\\\\.prod$', '.dr')", "db-1.dr"),
+    ("'pg-15.4' | regex_search('(\\\\d+)\\\\.(\\\\d+)', '\\\\1', '\\\\2')", ["15", "4"]),
+    ("\"it's\" | quote", "'it'\"'\"'s'"),
+    ("'secret' | b64encode | b64decode", "secret"),
+    ("{'a': [1]} | to_json | from_json", {"a": [1]}),
+    ("{'a': 1} | to_yaml | from_yaml", {"a": 1}),
+    ("{'a': 1} | dict2items | items2dict", {"a": 1}),
+    ("'yes' | bool", True),
+    ("'/srv/backups/erp.dump' | basename", "erp.dump"),
+    ("'/srv/backups/erp.dump' | dirname", "/srv/backups"),
+    ("('2026-12-01 03:00:00' | to_datetime).hour", 3),
+    ("now(utc=true).year >= 2026", True),
+])
+def test_the_ansible_vocabulary(templar, expression, expected):
+    assert templar.evaluate(expression, {}) == expected

@@ -6,7 +6,8 @@ from typing import Any
 
 from engine.actions.base import Action, ActionError, Context, Result
 from engine.actions.postgres.arguments import DSN_PROP, PARAMS_PROP, SQL_PROP, schema
-from engine.connections.postgres import (connect_timeout, fetch_one, server_address,
+from engine.connections.postgres import (connect_timeout, fetch_one, release_sessions_for,
+                                         server_address,
                                          statement_timeout_ms, with_connection)
 from engine.jsonvalues import json_safe
 from engine.secrets import mask_dsn
@@ -124,6 +125,7 @@ class Execute(Action):
         return f"{shown} ({len(params)} params)" if params else shown
 
     def run(self, args: dict, ctx: Context) -> Result:
+        release_sessions_for(ctx, args["sql"])
         work = partial(_execute, sql=args["sql"], params=args.get("params"),
                        timeout_ms=statement_timeout_ms(ctx))
         rowcount, status = with_connection(ctx, args["dsn"], work, what="execute failed", read_only=False)
