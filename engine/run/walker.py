@@ -7,12 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from engine import actions
-from engine.actions.base import ActionError
 from engine.control import Decision
-from engine.guide.operator import StepPreview
 from engine.journal import events as ev
 from engine.journal.replay import step_key
-from engine.run.invocation import HIDDEN, Invocation, StepFailed, estimate_data, step_ref
+from engine.run.conditional import plan_undecided_group, plan_undecided_step, when_text
+from engine.run.invocation import Invocation, StepFailed, step_ref
+from engine.run.preview import Previews
 from engine.run.runtime import Runtime
 from engine.run.values import STANDARD_KEYS, failed_value, loop_value, restored_value, skipped_value
 from engine.source.model import Step, StepKind
@@ -28,8 +28,7 @@ class Walker:
         self.rt = runtime
         self.invocation = Invocation(runtime)
         self._started = runtime.options.start_at is None
-        self._forward = forward_steps(runtime.runbook.steps)  # for step mode's [n/N]
-        self._ordinals = {s.id: n for n, s in enumerate(self._forward, 1)}
+        self.previews = Previews(runtime, self.invocation)
 
     def steps(self, steps, scope: dict, tags: frozenset) -> None:
         for step in steps:
@@ -53,26 +52,13 @@ class Walker:
             if self.rt.templar.truth(step.when, self._local_scope(step, scope)):
                 return True
         except UnknownValue as unknown:
-            self._plan_group_inside(step, unknown)
+            plan_undecided_group(self.rt, step, unknown)
             return False
         except TemplateFailure as exc:
             self.invocation.handle_failure(step, ref, f"{step.pos}: when: {exc}")
             return False
         self.rt.emit(ev.STEP_SKIPPED, ref, {"reason": f"condition false: {when_text(step.when)}"})
         return False
-
-    def _plan_group_inside(self, group: Step, unknown: UnknownValue) -> None:
-        """A group whose ``when`` only a real run can decide: each step it would run is
-        planned on its own, so no change it holds is missing from the plan (its rescue
-        steps run only after a failure, as in a known group)."""
-        condition = when_text(group.when)
-        for step in walk_actions(group, with_rescue=False):
-            estimate = self.rt.policy.count_planned(step, conditional=True)
-            self.rt.emit(ev.STEP_PLANNED, step_ref(step), {
-                "action": step.action, "plan": f"would run if {condition}: {step.action}",
-                "conditional": condition, "unknown": str(unknown.unknown),
-                "mutates": self._mutates(step), "expected_duration": step.expected_duration,
-                **estimate_data(estimate)})
 
     def _block(self, step: Step, scope: dict, tags: frozenset) -> None:
         if not self._group_allowed(step, scope):
@@ -159,7 +145,7 @@ class Walker:
             return
         if self.rt.policy.asks_operator() and self.rt.guide.step_mode:
             with self.rt.interruptible():
-                decision = self.rt.guide.before_step(step, ref, self._preview(step, local))
+                decision = self.rt.guide.before_step(step, ref, self.previews.of(step, local))
             if decision is Decision.SKIP:
                 self.rt.emit(ev.STEP_SKIPPED, ref, {"reason": "skipped by the operator",
                                                     "value": skipped_value()})
@@ -206,31 +192,6 @@ class Walker:
             self.register(step, scope, failed_value(str(exc)))
         return None
 
-    def _preview(self, step: Step, scope: dict) -> StepPreview:
-        """What step mode shows before a step: rendered arguments, plan, RTO budget."""
-        cls = actions.get_action(step.action)
-        ref = step_ref(step)
-        if isinstance(step.target, str) and step.target in self.rt.scope["targets"]:
-            ref["target"] = step.target  # one literal target: its plan can read its settings
-        self.invocation.bind(step, ref, scope, None)  # never a stale target from the step before
-        try:
-            single = step.loop is None and (step.target is None or "target" in ref)
-            args = self.invocation.render_args(step, cls, scope) if single else step.args
-            plan = self.invocation.plan_line(cls(), args, step) if single else (
-                f"{step.action} for each item of the loop or target")
-        except (TemplateFailure, UnknownValue) as exc:
-            args, plan = step.args, f"(cannot render the arguments yet: {exc})"
-        except ActionError as exc:
-            plan = f"{step.action}: {exc}"  # the operator sees the problem before answering
-        shown = HIDDEN if step.no_log else self.rt.redactor.mask(args)
-        plan = f"{step.action} {HIDDEN}" if step.no_log else self.rt.redactor.mask(plan)
-        here = self._ordinals.get(step.id, 0)
-        remaining = sum(s.expected_duration or 0 for s in self._forward
-                        if self._ordinals.get(s.id, 0) >= here
-                        and s.id not in self.rt.replay.completed)
-        return StepPreview(here, len(self._ordinals), step.action, shown, plan,
-                           step.expected_duration, remaining)
-
     def _local_scope(self, step: Step, scope: dict) -> dict:
         if not step.vars:
             return scope
@@ -247,20 +208,8 @@ class Walker:
     def _plan_conditional(self, step: Step, scope: dict, ref: dict,
                           unknown: UnknownValue, plan: str | None = None) -> None:
         """A step that only a real run can decide about: planned, naming what is unknown."""
-        condition = when_text(step.when) if step.when is not None else None
-        estimate = self.rt.policy.count_planned(step, conditional=condition is not None)
-        self.rt.emit(ev.STEP_PLANNED, ref, {
-            "action": step.action, "plan": plan or f"would run if {condition}",
-            "conditional": condition, "unknown": str(unknown.unknown),
-            "mutates": self._mutates(step), "expected_duration": step.expected_duration,
-            **estimate_data(estimate)})
+        plan_undecided_step(self.rt, step, ref, unknown, plan)
         self.register(step, scope, Unknown(step.register or step.id, step.id))
-
-    @staticmethod
-    def _mutates(step: Step) -> bool:
-        if step.mutates is not None:
-            return step.mutates
-        return bool(step.action) and actions.get_action(step.action).mutates
 
     # --- loops and targets ---
     def _iterations(self, step: Step, scope: dict, local: dict, ref: dict) -> None:
@@ -388,31 +337,3 @@ def resolve_targets(wanted: Any, targets: dict, groups: dict) -> list[str]:
                                   f"{did_you_mean(entry, [*targets, *groups])}")
         names += [n for n in found if n not in names]
     return names
-
-
-def walk_actions(step: Step, with_rescue: bool = True):
-    """The action steps inside a group, in order (not its rollbacks)."""
-    groups = (step.block, step.rescue, step.always, step.children) if with_rescue else (
-        step.block, step.always, step.children)
-    for group in groups:
-        for child in group:
-            if child.action:
-                yield child
-            yield from walk_actions(child, with_rescue)
-
-
-def forward_steps(steps) -> list[Step]:
-    """Action steps in order, without rollback steps."""
-    out = []
-    for step in steps:
-        if step.action:
-            out.append(step)
-        for group in (step.block, step.rescue, step.always, step.children):
-            out += forward_steps(group)
-    return out
-
-
-def when_text(when: Any) -> str:
-    if isinstance(when, list):
-        return " and ".join(f"({w})" for w in when)
-    return str(when)
