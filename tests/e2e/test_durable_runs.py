@@ -41,6 +41,17 @@ def write_appending_runbook(directory: Path, steps: int = STEPS, pause: float = 
     return path
 
 
+def wait_until_started(state: Path, run_id: str, within: float = 60) -> None:
+    """Until the run's first step is durably started (a loaded machine is slow to get there)."""
+    path = state / "runs" / run_id / "journal.jsonl"
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if path.exists() and '"type":"step.started"' in path.read_text():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"run {run_id} never started a step")
+
+
 def in_doubt_skipped(events: list[dict]) -> set[str]:
     return {e["step"]["name"] for e in events
             if e["type"] == "step.skipped" and e["data"].get("in_doubt")}
@@ -208,7 +219,7 @@ steps:
 def test_in_doubt_mutating_step_stops_a_noninteractive_resume_with_exit_3(tmp_path):
     rb = write_appending_runbook(tmp_path, steps=3, pause=5)
     process = start_run(tmp_path, rb, "r")
-    time.sleep(1.0)
+    wait_until_started(tmp_path / "state", "r")
     process.kill()
     process.wait()
     result = runbook_cmd("resume", "r", "--state-dir", "state", cwd=tmp_path)
@@ -225,7 +236,7 @@ def test_in_doubt_read_only_step_is_rerun_automatically(tmp_path):
         "  - name: after\n    command: [touch, done.txt]\n")
     process = subprocess.Popen(ENGINE + ["run", "rb.yaml", "--state-dir", "state", "--run-id", "r"],
                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
+    wait_until_started(tmp_path / "state", "r")
     process.kill()
     process.wait()
     (tmp_path / "rb.yaml").write_text((tmp_path / "rb.yaml").read_text())  # unchanged bytes

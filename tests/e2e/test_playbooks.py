@@ -213,7 +213,8 @@ def test_backup_writes_a_verified_dump_and_manifest(lab, backup):
     assert data["operator"] == "e2e"
     assert data["database"]["name"] == "erp" and data["database"]["was_replica"] is False
     assert data["started_at"] <= data["finished_at"]
-    assert data["tables"] == {"public.users": 50, "public.orders": 200}
+    # every table of the database, the lab app's own heartbeat table too
+    assert data["tables"] == {"public.users": 50, "public.orders": 200, "public.lab_heartbeat": 1}
     (entry,) = data["files"]
     assert entry["name"] == dump.name
     assert entry["bytes"] == dump.stat().st_size
