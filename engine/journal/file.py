@@ -103,6 +103,22 @@ class JournalCorrupt(EngineError):
     exit_code = 1
 
 
+class JournalTampered(EngineError):
+    """A run's hash chain does not verify: resume and approve refuse to act on it."""
+
+    exit_code = 2
+
+    def __init__(self, run_id: str, seq: int | None, problem: str) -> None:
+        super().__init__(f"run {run_id}: the journal fails verification at seq {seq} ({problem}); "
+                         f"refusing to act on it — see 'runbook audit verify {run_id}'")
+
+
+def check_verified(run_id: str, result: "Verification") -> None:
+    """Raise ``JournalTampered`` unless the chain verified (a torn last line is no tampering)."""
+    if not result.ok:
+        raise JournalTampered(run_id, result.first_bad_seq, result.problem)
+
+
 class RunLock:
     """An exclusive OS lock on a run directory; says who holds it when it is taken."""
 
@@ -255,6 +271,7 @@ def open_run(state_dir: Path, run_id: str, operator: str) -> tuple[Journal, RunL
     lock = RunLock(directory)
     lock.acquire(_holder_info(operator))
     try:
+        check_verified(run_id, verify_file(directory / JOURNAL_NAME))
         result = read_events(directory / JOURNAL_NAME)
         if result.torn_line is not None:
             _truncate_torn_tail(directory / JOURNAL_NAME)

@@ -37,8 +37,8 @@ from psycopg.conninfo import conninfo_to_dict
 from engine.connections.postgres import connect
 from engine.errors import EXIT_FAILED, EngineError, RunHeld, RunNotFound, UsageError
 from engine.journal.events import AFTERWORDS, Event
-from engine.journal.file import (GENESIS, Journal, JournalCorrupt, Verification, _holder_info, run_dir,
-                            verify_chain)
+from engine.journal.file import (GENESIS, Journal, JournalCorrupt, Verification, _holder_info,
+                                 check_verified, run_dir, verify_chain)
 from engine.journal.pg_lock import LEASE, AdvisoryLock, LockLost, lock_key
 from engine.journal.views import RunSummary, summary_from
 from engine.secrets import mask_dsn, sanitize
@@ -139,6 +139,7 @@ class PostgresStore:
             raise self._not_found(run_id)
         lock = self._acquire(run_id, operator)
         try:
+            check_verified(run_id, self.verify(run_id))  # under the lock, as the events
             events = self.events(run_id)  # read under the lock: every earlier append is in
             _check_contiguous(run_id, events)
             journal = self._journal(run_id, operator, events, lock)

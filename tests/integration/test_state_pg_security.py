@@ -79,3 +79,20 @@ def test_a_holder_that_lost_its_lock_stops_and_no_second_holder_acts(own_state, 
     assert done.rc == 0, done.stderr
     assert marks.read_text().split() == ["start", "end", "after"]
     assert runbook(db, "audit", "verify", "lost", cwd=b).rc == 0
+
+
+def test_resume_and_approve_refuse_a_tampered_shared_run(own_state, tmp_path):
+    """Defect 3 with the PostgreSQL store: the chain is verified when a run is loaded."""
+    db, _lab = own_state
+    (a,) = machines(tmp_path, "a")
+    go = tmp_path / "go"
+    write_runbook(a, f"name: Shared\nsteps:\n  - name: gate\n    command: [test, -f, '{go}']\n"
+                     f"  - name: act\n    command: [touch, '{tmp_path / 'acted'}']\n")
+    assert runbook(db, "run", "rb.yaml", "--run-id", "t", "--operator", "alice", cwd=a).rc == 1
+    bad = next(r["_seq"] for r in db.rows("t") if r["type"] == "step.failed")
+    db.execute("UPDATE runbook_events SET line = replace(line, 'step.failed', 'step.succeeded'), "
+               "type = 'step.succeeded' WHERE run_id = 't' AND seq = %s", (bad,))
+    go.touch()
+    done = runbook(db, "resume", "t", "--operator", "alice", cwd=a)
+    assert done.rc == 2 and f"seq {bad}" in done.stderr, done.stdout + done.stderr
+    assert not (tmp_path / "acted").exists()
