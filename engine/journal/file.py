@@ -19,6 +19,7 @@ import os
 import re
 import socket
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -127,7 +128,8 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self, holder: dict) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        with state_io("open the lock file", self.path):
+            fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -135,8 +137,11 @@ class RunLock:
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise RunHeld(f"run {self.path.parent.name} is held by {self._holder()}") from None
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock holds all the same; only the holder's name is missing
         self.fd = fd
 
     def _holder(self) -> str:
@@ -156,22 +161,83 @@ class RunLock:
             self.fd = None
 
 
+def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
+    """Open a run's file without following a symlink planted in its place."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+
+
 # fdatasync flushes the appended bytes and the new file size (all a reader
 # needs) without the mtime-only metadata write that fsync adds.
 _sync = getattr(os, "fdatasync", os.fsync)
 
 
+class JournalWriteFailed(EngineError):
+    """The disk refused a journal line (full, read-only, I/O error): the run stops cleanly."""
+
+    exit_code = 1
+
+
+class StateDirUnusable(UsageError):
+    """The state directory cannot be created, written or trusted."""
+
+
+@contextmanager
+def state_io(what: str, path: Path):
+    """An OS error while setting up a run's files is the user's to fix: one clear line."""
+    try:
+        yield
+    except OSError as exc:
+        raise StateDirUnusable(f"cannot {what} {path}: {exc.strerror or exc} "
+                               "(check the state directory: --state-dir, RUNBOOK_STATE_DIR)") from None
+
+
 class FileSink:
-    """Where a journal's lines go by default: one file, each write fsync'd."""
+    """Where a journal's lines go by default: one file, each write fsync'd.
+
+    A write is whole or not at all: a short or failed write (a full disk, a read-only
+    remount, an I/O error) is cut back to the last whole event, and the sink refuses
+    every later write, so the journal stays readable and the run stops.
+    """
 
     def __init__(self, path: Path, fsync: bool = True) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.path = Path(path)
+        with state_io("open the journal", self.path):
+            self._fd = open_nofollow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            self._size = os.fstat(self._fd).st_size
         self._fsync = fsync
+        self._failure: JournalWriteFailed | None = None
 
     def write(self, body: dict, line: bytes) -> None:
-        os.write(self._fd, line)
-        if self._fsync:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            self._write_all(line)
+            if self._fsync:
+                _sync(self._fd)
+        except OSError as exc:
+            self._cut_back()
+            self._failure = JournalWriteFailed(
+                f"cannot write event {body.get('seq')} to the journal {self.path}: "
+                f"{exc.strerror or exc}. The run stops here; the journal keeps every event "
+                f"before this one. Fix the disk, then: runbook resume {body.get('run_id')}")
+            raise self._failure from None
+        self._size += len(line)
+
+    def _write_all(self, line: bytes) -> None:
+        view = memoryview(line)
+        while view:
+            written = os.write(self._fd, view)
+            if written <= 0:
+                raise OSError(errno.ENOSPC, "short write (nothing written)")
+            view = view[written:]
+
+    def _cut_back(self) -> None:
+        """Drop a partial line: the file ends with the last whole event again."""
+        try:
+            os.ftruncate(self._fd, self._size)
             _sync(self._fd)
+        except OSError:
+            pass  # the disk refuses even that: a resume repairs the torn tail
 
     def close(self) -> None:
         if self._fd is not None:
@@ -253,7 +319,8 @@ def _holder_info(operator: str) -> dict:
 def create_run(state_dir: Path, run_id: str, operator: str) -> tuple[Journal, RunLock]:
     """Start a new run's journal. An existing run id is refused (held: exit 5)."""
     directory = run_dir(state_dir, run_id)
-    directory.mkdir(parents=True, exist_ok=True)
+    with state_io("create the run directory", directory):
+        directory.mkdir(parents=True, exist_ok=True)
     lock = RunLock(directory)
     lock.acquire(_holder_info(operator))
     if (directory / JOURNAL_NAME).exists() and (directory / JOURNAL_NAME).stat().st_size:
