@@ -19,7 +19,6 @@ import os
 import re
 import socket
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -28,6 +27,8 @@ from engine.checksums import sha256_bytes
 from engine.errors import EngineError, RunHeld, RunNotFound, UsageError
 from engine.journal.events import JOURNAL_REPAIRED, Event, canonical, event_hash
 from engine.jsonvalues import json_safe
+from engine.journal.safe_fs import (open_nofollow, read_nofollow,
+                                     secure_run_dir, state_io)
 from engine.memory import paused_gc
 from engine.timestamps import now_ts
 
@@ -64,7 +65,7 @@ class ReadResult:
 def _journal_lines(path: Path) -> tuple[list[bytes], bytes]:
     """The complete lines of a journal file, and what follows the last newline."""
     try:
-        raw = path.read_bytes()
+        raw = read_nofollow(path)
     except FileNotFoundError:
         raise RunNotFound(f"no journal at {path}") from None
     lines = raw.split(b"\n")
@@ -146,7 +147,7 @@ class RunLock:
 
     def _holder(self) -> str:
         try:
-            info = json.loads(self.path.read_text() or "{}")
+            info = json.loads(read_nofollow(self.path).decode("utf-8", "replace") or "{}")
         except (OSError, ValueError):
             info = {}
         if not info:
@@ -161,11 +162,6 @@ class RunLock:
             self.fd = None
 
 
-def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
-    """Open a run's file without following a symlink planted in its place."""
-    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-
-
 # fdatasync flushes the appended bytes and the new file size (all a reader
 # needs) without the mtime-only metadata write that fsync adds.
 _sync = getattr(os, "fdatasync", os.fsync)
@@ -175,20 +171,6 @@ class JournalWriteFailed(EngineError):
     """The disk refused a journal line (full, read-only, I/O error): the run stops cleanly."""
 
     exit_code = 1
-
-
-class StateDirUnusable(UsageError):
-    """The state directory cannot be created, written or trusted."""
-
-
-@contextmanager
-def state_io(what: str, path: Path):
-    """An OS error while setting up a run's files is the user's to fix: one clear line."""
-    try:
-        yield
-    except OSError as exc:
-        raise StateDirUnusable(f"cannot {what} {path}: {exc.strerror or exc} "
-                               "(check the state directory: --state-dir, RUNBOOK_STATE_DIR)") from None
 
 
 class FileSink:
@@ -318,9 +300,7 @@ def _holder_info(operator: str) -> dict:
 
 def create_run(state_dir: Path, run_id: str, operator: str) -> tuple[Journal, RunLock]:
     """Start a new run's journal. An existing run id is refused (held: exit 5)."""
-    directory = run_dir(state_dir, run_id)
-    with state_io("create the run directory", directory):
-        directory.mkdir(parents=True, exist_ok=True)
+    directory = secure_run_dir(state_dir, run_dir(state_dir, run_id), create=True)
     lock = RunLock(directory)
     lock.acquire(_holder_info(operator))
     if (directory / JOURNAL_NAME).exists() and (directory / JOURNAL_NAME).stat().st_size:
@@ -333,8 +313,9 @@ def create_run(state_dir: Path, run_id: str, operator: str) -> tuple[Journal, Ru
 def open_run(state_dir: Path, run_id: str, operator: str) -> tuple[Journal, RunLock]:
     """Take an existing run for resuming: lock it, replay its file, repair a torn tail."""
     directory = run_dir(state_dir, run_id)
-    if not (directory / JOURNAL_NAME).exists():
+    if not os.path.lexists(directory / JOURNAL_NAME):
         raise RunNotFound(f"no run {run_id!r} in {state_dir} (see 'runbook runs')")
+    secure_run_dir(state_dir, directory, create=False)
     lock = RunLock(directory)
     lock.acquire(_holder_info(operator))
     try:
@@ -352,11 +333,14 @@ def open_run(state_dir: Path, run_id: str, operator: str) -> tuple[Journal, RunL
 
 
 def _truncate_torn_tail(path: Path) -> None:
-    raw = path.read_bytes()
+    raw = read_nofollow(path)
     keep = raw[: raw.rfind(b"\n") + 1]
-    with open(path, "r+b") as handle:
-        handle.truncate(len(keep))
-        os.fsync(handle.fileno())
+    fd = open_nofollow(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, len(keep))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from engine.errors import EXIT_FAILED, EngineError, RunHeld, RunNotFound, UsageE
 from engine.journal.events import AFTERWORDS, Event
 from engine.journal.file import (GENESIS, Journal, JournalCorrupt, Verification, _holder_info,
                                  check_verified, run_dir, verify_chain)
+from engine.journal.safe_fs import secure_run_dir
 from engine.journal.pg_lock import LEASE, AdvisoryLock, LockLost, lock_key
 from engine.journal.views import RunSummary, summary_from
 from engine.secrets import mask_dsn, sanitize
@@ -240,8 +241,7 @@ class PostgresStore:
 
     def _journal(self, run_id: str, operator: str, events: list[Event],
                  lock: "AdvisoryLock") -> Journal:
-        directory = run_dir(self.local_dir, run_id)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = secure_run_dir(self.local_dir, run_dir(self.local_dir, run_id), create=True)
         sink = TableSink(lock.connection, run_id, str(self), self.url, lock)
         return Journal(directory, run_id, operator, socket.gethostname(), events, sink=sink)
 

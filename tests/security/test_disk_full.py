@@ -22,7 +22,7 @@ def small_fs(tmp_path):
     def mount(name: str, size: str = "64k", ro: bool = False) -> Path:
         target = tmp_path / name
         target.mkdir()
-        options = f"size={size}" + (",ro" if ro else "")
+        options = f"size={size},mode=0700" + (",ro" if ro else "")
         subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], check=True)
         mounted.append(target)
         return target
