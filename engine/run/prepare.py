@@ -151,10 +151,12 @@ def resolve_inputs(runbook: Runbook, extra: dict, inventory: Inventory) -> dict:
         try:
             value = _convert(spec.type, raw)
         except (ValueError, yaml.YAMLError):
-            problems.append(f"input '{name}': expected {spec.type}, got {raw!r}")
+            shown = "a secret value (not shown)" if spec.secret else repr(raw)
+            problems.append(f"input '{name}': expected {spec.type}, got {shown}")
             continue
         if spec.choices and value not in spec.choices:
-            problems.append(f"input '{name}': {value!r} is not one of {list(spec.choices)}")
+            shown = "the secret value given" if spec.secret else repr(value)
+            problems.append(f"input '{name}': {shown} is not one of {list(spec.choices)}")
             continue
         values[name] = value
     if problems:
