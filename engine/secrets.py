@@ -13,12 +13,15 @@ harmless, masking too little leaks.
 """
 from __future__ import annotations
 
+import base64
+import html
+import json
 import os
 import re
 from typing import Any, Iterable
-from urllib.parse import unquote
+from urllib.parse import quote, quote_plus, unquote
 
-__all__ = ["MASK", "Redactor", "mask_dsn", "mask_text", "sanitize", "dsn_passwords"]
+__all__ = ["MASK", "Redactor", "mask_dsn", "mask_url", "secret_forms", "mask_text", "sanitize", "dsn_passwords"]
 
 MASK = "***"
 
@@ -67,6 +70,11 @@ def mask_dsn(dsn: str) -> str:
     return _KV_PASSWORD.sub(rf"\g<key>{MASK}", dsn)
 
 
+def mask_url(url: str) -> str:
+    """Any URL with the password of its user info masked (up to the last '@')."""
+    return _URL_PASSWORD.sub(rf"\g<head>:{MASK}@\g<tail>", url) if isinstance(url, str) else MASK
+
+
 def dsn_passwords(dsn: str) -> set[str]:
     """Every spelling of the password(s) that ``dsn`` carries: raw, decoded, unquoted."""
     found: set[str] = set()
@@ -103,10 +111,39 @@ def sanitize(text: Any, dsn: str = "") -> str:
 # Known secrets
 # --------------------------------------------------------------------------
 
+def secret_forms(secret: str) -> set[str]:
+    """Every common spelling of ``secret`` a command or a filter may print: raw, URL-quoted,
+    JSON- and HTML-escaped, hex, base64 at each of the three alignments it can have inside a
+    longer encoded text (standard and URL-safe alphabets), and, for a secret holding bytes
+    that are not UTF-8, the text a reader decoding with replacement characters sees."""
+    raw = secret.encode("utf-8", "surrogateescape")
+    texts = {secret, raw.decode("utf-8", "replace"), raw.decode("utf-8", "backslashreplace")}
+    forms = set()
+    for text in texts:
+        data = text.encode("utf-8", "surrogateescape")  # quote() refuses lone surrogates
+        forms |= {text, quote(data, safe=""), quote(data), quote_plus(data), html.escape(text),
+                  json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
+        if "\ufffd" in text:  # what surrounds an undecodable byte is the secret too
+            forms |= {part for part in text.split("\ufffd") if len(part) >= 4}
+    forms |= {raw.hex(), raw.hex().upper()} | _base64_forms(raw)
+    return {form for form in forms if len(form) >= 4}
+
+
+def _base64_forms(raw: bytes) -> set[str]:
+    """The base64 characters that depend on ``raw`` alone, at byte offsets 0, 1 and 2."""
+    found = set()
+    for pad in range(3):
+        start, end = -(-8 * pad // 6), (8 * pad + 8 * len(raw)) // 6
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            found.add(encode(b"\0" * pad + raw).decode("ascii")[start:end])
+    return found
+
+
 class Redactor:
     """Replaces secret values with ``***`` inside strings and nested structures.
 
-    Besides the known secrets (inventory secrets, secret inputs), passwords
+    Each known secret is masked in every spelling :func:`secret_forms` lists. Besides
+    the known secrets (inventory secrets, secret inputs), passwords
     written inside connection strings (``postgresql://user:PASS@host``,
     ``password=PASS``) are always masked. Secrets shorter than 4 characters
     are not masked as substrings (they would mask ordinary words), only where
@@ -126,8 +163,10 @@ class Redactor:
                 continue
             if len(secret) < 4:
                 self._short.add(secret)
-            elif secret not in self._secrets:
-                self._secrets.append(secret)
+                continue
+            for form in secret_forms(secret):
+                if form not in self._secrets:
+                    self._secrets.append(form)
         self._secrets.sort(key=len, reverse=True)
         self._pattern = (re.compile("|".join(re.escape(s) for s in self._secrets))
                          if self._secrets else None)
@@ -143,6 +182,8 @@ class Redactor:
         if isinstance(value, str):
             if value in self._short:
                 return MASK
+            if "://" in value:
+                self._learn_dsn_password(value)
             if self._pattern is not None:
                 value = self._pattern.sub(MASK, value)
             return mask_text(value)
@@ -152,3 +193,13 @@ class Redactor:
         if isinstance(value, (list, tuple)):
             return [self._mask(v) for v in value]
         return value
+
+    def _learn_dsn_password(self, value: str) -> None:
+        """A whole value that is a connection URL (an argument) holds a password that may
+        contain '@' or spaces, which free-text matching cannot delimit: learn it, so later
+        messages quoting the URL (or the password alone) are masked too."""
+        if len(value) > 4096 or "\n" in value or not _URL_PASSWORD.match(value):
+            return
+        learned = [p for p in dsn_passwords(value) if p not in self._secrets and p != MASK]
+        if learned:
+            self.add(learned)

@@ -1,6 +1,7 @@
 """HTTP actions: health checks (read-only) and requests (mutating). Standard library only."""
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import time
@@ -9,6 +10,7 @@ import urllib.request
 
 from engine.actions.base import Action, ActionError, Context, Result
 from engine.durations import parse_duration
+from engine.secrets import mask_url
 
 BODY_LIMIT = 64 * 1024
 
@@ -96,7 +98,10 @@ def _request(args, ctx: Context):
         raw, status, got = exc.read(BODY_LIMIT + 1), exc.code, exc.headers
     except urllib.error.URLError as exc:
         raise ActionError(f"{args['url']}: {exc.reason}") from None
-    except (TimeoutError, OSError, ValueError) as exc:
+    except (ValueError, http.client.InvalidURL):  # InvalidURL quotes the part it could not parse: a password, maybe
+        raise ActionError(f"{mask_url(args['url'])}: invalid URL (its host, port or user "
+                          "info cannot be parsed)") from None
+    except (TimeoutError, OSError) as exc:
         raise ActionError(f"{args['url']}: {exc}") from None
     elapsed_ms = round((time.perf_counter() - start) * 1000, 1)
     return status, raw.decode("utf-8", errors="replace"), dict(got or {}), elapsed_ms

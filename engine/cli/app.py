@@ -166,8 +166,11 @@ def _reporter(output: str):
               help="When the run fails: stop or roll back the completed steps.")
 @click.option("--limit", help="Only these inventory targets (comma-separated fnmatch patterns; "
               "'!name' excludes), as in Ansible.")
+@click.option("-e", "--extra-vars", "secret_inputs", multiple=True, metavar="NAME=VALUE",
+              help="A secret input given with -e at the start (never journaled); "
+              "else $RUNBOOK_SECRET_<NAME>.")
 def resume(run_id, in_doubt, allow_changed, state_dir, state_url, operator, output, step_mode,
-           answers, on_failure, limit) -> None:
+           answers, on_failure, limit, secret_inputs) -> None:
     """Continue a failed, aborted, interrupted, paused or crashed run where it stopped."""
     from engine.run.resume import ResumeRequest, resume_run
 
@@ -175,7 +178,7 @@ def resume(run_id, in_doubt, allow_changed, state_dir, state_url, operator, outp
                             operator=operator,
                             in_doubt=in_doubt, allow_changed=allow_changed, step_mode=step_mode,
                             answers=answers, on_failure=on_failure, limit=limit,
-                            exits_after=True)
+                            exits_after=True, secret_inputs=secret_inputs)
     ask = _ask_in_doubt if sys.stdin.isatty() and not in_doubt else None
     handle = resume_run(request, [_reporter(output)], ask)
     sys.exit(handle.outcome.exit_code)

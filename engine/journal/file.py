@@ -27,6 +27,8 @@ from engine.checksums import sha256_bytes
 from engine.errors import EngineError, RunHeld, RunNotFound, UsageError
 from engine.journal.events import JOURNAL_REPAIRED, Event, canonical, event_hash
 from engine.jsonvalues import json_safe
+from engine.journal.safe_fs import (open_nofollow, read_nofollow,
+                                     secure_run_dir, state_io)
 from engine.memory import paused_gc
 from engine.timestamps import now_ts
 
@@ -63,7 +65,7 @@ class ReadResult:
 def _journal_lines(path: Path) -> tuple[list[bytes], bytes]:
     """The complete lines of a journal file, and what follows the last newline."""
     try:
-        raw = path.read_bytes()
+        raw = read_nofollow(path)
     except FileNotFoundError:
         raise RunNotFound(f"no journal at {path}") from None
     lines = raw.split(b"\n")
@@ -103,6 +105,22 @@ class JournalCorrupt(EngineError):
     exit_code = 1
 
 
+class JournalTampered(EngineError):
+    """A run's hash chain does not verify: resume and approve refuse to act on it."""
+
+    exit_code = 2
+
+    def __init__(self, run_id: str, seq: int | None, problem: str) -> None:
+        super().__init__(f"run {run_id}: the journal fails verification at seq {seq} ({problem}); "
+                         f"refusing to act on it — see 'runbook audit verify {run_id}'")
+
+
+def check_verified(run_id: str, result: "Verification") -> None:
+    """Raise ``JournalTampered`` unless the chain verified (a torn last line is no tampering)."""
+    if not result.ok:
+        raise JournalTampered(run_id, result.first_bad_seq, result.problem)
+
+
 class RunLock:
     """An exclusive OS lock on a run directory; says who holds it when it is taken."""
 
@@ -111,7 +129,8 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self, holder: dict) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        with state_io("open the lock file", self.path):
+            fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -119,13 +138,16 @@ class RunLock:
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise RunHeld(f"run {self.path.parent.name} is held by {self._holder()}") from None
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock holds all the same; only the holder's name is missing
         self.fd = fd
 
     def _holder(self) -> str:
         try:
-            info = json.loads(self.path.read_text() or "{}")
+            info = json.loads(read_nofollow(self.path).decode("utf-8", "replace") or "{}")
         except (OSError, ValueError):
             info = {}
         if not info:
@@ -145,17 +167,59 @@ class RunLock:
 _sync = getattr(os, "fdatasync", os.fsync)
 
 
+class JournalWriteFailed(EngineError):
+    """The disk refused a journal line (full, read-only, I/O error): the run stops cleanly."""
+
+    exit_code = 1
+
+
 class FileSink:
-    """Where a journal's lines go by default: one file, each write fsync'd."""
+    """Where a journal's lines go by default: one file, each write fsync'd.
+
+    A write is whole or not at all: a short or failed write (a full disk, a read-only
+    remount, an I/O error) is cut back to the last whole event, and the sink refuses
+    every later write, so the journal stays readable and the run stops.
+    """
 
     def __init__(self, path: Path, fsync: bool = True) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.path = Path(path)
+        with state_io("open the journal", self.path):
+            self._fd = open_nofollow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            self._size = os.fstat(self._fd).st_size
         self._fsync = fsync
+        self._failure: JournalWriteFailed | None = None
 
     def write(self, body: dict, line: bytes) -> None:
-        os.write(self._fd, line)
-        if self._fsync:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            self._write_all(line)
+            if self._fsync:
+                _sync(self._fd)
+        except OSError as exc:
+            self._cut_back()
+            self._failure = JournalWriteFailed(
+                f"cannot write event {body.get('seq')} to the journal {self.path}: "
+                f"{exc.strerror or exc}. The run stops here; the journal keeps every event "
+                f"before this one. Fix the disk, then: runbook resume {body.get('run_id')}")
+            raise self._failure from None
+        self._size += len(line)
+
+    def _write_all(self, line: bytes) -> None:
+        view = memoryview(line)
+        while view:
+            written = os.write(self._fd, view)
+            if written <= 0:
+                raise OSError(errno.ENOSPC, "short write (nothing written)")
+            view = view[written:]
+
+    def _cut_back(self) -> None:
+        """Drop a partial line: the file ends with the last whole event again."""
+        try:
+            os.ftruncate(self._fd, self._size)
             _sync(self._fd)
+        except OSError:
+            pass  # the disk refuses even that: a resume repairs the torn tail
 
     def close(self) -> None:
         if self._fd is not None:
@@ -236,8 +300,7 @@ def _holder_info(operator: str) -> dict:
 
 def create_run(state_dir: Path, run_id: str, operator: str) -> tuple[Journal, RunLock]:
     """Start a new run's journal. An existing run id is refused (held: exit 5)."""
-    directory = run_dir(state_dir, run_id)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = secure_run_dir(state_dir, run_dir(state_dir, run_id), create=True)
     lock = RunLock(directory)
     lock.acquire(_holder_info(operator))
     if (directory / JOURNAL_NAME).exists() and (directory / JOURNAL_NAME).stat().st_size:
@@ -250,11 +313,13 @@ def create_run(state_dir: Path, run_id: str, operator: str) -> tuple[Journal, Ru
 def open_run(state_dir: Path, run_id: str, operator: str) -> tuple[Journal, RunLock]:
     """Take an existing run for resuming: lock it, replay its file, repair a torn tail."""
     directory = run_dir(state_dir, run_id)
-    if not (directory / JOURNAL_NAME).exists():
+    if not os.path.lexists(directory / JOURNAL_NAME):
         raise RunNotFound(f"no run {run_id!r} in {state_dir} (see 'runbook runs')")
+    secure_run_dir(state_dir, directory, create=False)
     lock = RunLock(directory)
     lock.acquire(_holder_info(operator))
     try:
+        check_verified(run_id, verify_file(directory / JOURNAL_NAME))
         result = read_events(directory / JOURNAL_NAME)
         if result.torn_line is not None:
             _truncate_torn_tail(directory / JOURNAL_NAME)
@@ -268,11 +333,14 @@ def open_run(state_dir: Path, run_id: str, operator: str) -> tuple[Journal, RunL
 
 
 def _truncate_torn_tail(path: Path) -> None:
-    raw = path.read_bytes()
+    raw = read_nofollow(path)
     keep = raw[: raw.rfind(b"\n") + 1]
-    with open(path, "r+b") as handle:
-        handle.truncate(len(keep))
-        os.fsync(handle.fileno())
+    fd = open_nofollow(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, len(keep))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ the URL are masked in every message.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import time
@@ -38,8 +37,10 @@ from psycopg.conninfo import conninfo_to_dict
 from engine.connections.postgres import connect
 from engine.errors import EXIT_FAILED, EngineError, RunHeld, RunNotFound, UsageError
 from engine.journal.events import AFTERWORDS, Event
-from engine.journal.file import (GENESIS, Journal, JournalCorrupt, Verification, _holder_info, run_dir,
-                            verify_chain)
+from engine.journal.file import (GENESIS, Journal, JournalCorrupt, Verification, _holder_info,
+                                 check_verified, run_dir, verify_chain)
+from engine.journal.safe_fs import secure_run_dir
+from engine.journal.pg_lock import LEASE, AdvisoryLock, LockLost, lock_key
 from engine.journal.views import RunSummary, summary_from
 from engine.secrets import mask_dsn, sanitize
 
@@ -61,22 +62,17 @@ SCHEMA = (
         pid integer NOT NULL,
         backend_pid integer NOT NULL,
         since timestamptz NOT NULL DEFAULT now())""",
+    # the lease (engine.journal.pg_lock): who holds the run, and when it last said so
+    "ALTER TABLE runbook_holders ADD COLUMN IF NOT EXISTS token text",
+    "ALTER TABLE runbook_holders ADD COLUMN IF NOT EXISTS heartbeat timestamptz "
+    "NOT NULL DEFAULT now()",
 )
 # Two processes creating the schema at once would collide in the catalog.
 SCHEMA_LOCK_KEY = 0x72756E626F6F6B  # "runbook"
 HOLDER_WAIT = 1.0  # a winner registers itself just after taking the lock
-# The server notices a vanished holder (a machine gone) within about a minute
-# and drops its lock, instead of after the OS default of hours.
-LOCK_SESSION_SETTINGS = ("SET tcp_keepalives_idle = 30", "SET tcp_keepalives_interval = 10",
-                         "SET tcp_keepalives_count = 3")
 
 _INSERT = ("INSERT INTO runbook_events (run_id, seq, ts, type, line, hash) "
            "VALUES (%s, %s, %s, %s, %s, %s)")
-_UPSERT_HOLDER = """
-    INSERT INTO runbook_holders (run_id, operator, host, pid, backend_pid)
-    VALUES (%(run_id)s, %(operator)s, %(host)s, %(pid)s, pg_backend_pid())
-    ON CONFLICT (run_id) DO UPDATE SET operator = EXCLUDED.operator, host = EXCLUDED.host,
-        pid = EXCLUDED.pid, backend_pid = EXCLUDED.backend_pid, since = now()"""
 # Holder rows whose backend really holds an advisory lock now (rows of dead holders stay
 # behind until the next holder overwrites them).
 _LIVE_HOLDERS = """
@@ -97,12 +93,6 @@ class StateUnavailable(EngineError):
     """The state database cannot be reached or refused a query."""
 
     exit_code = EXIT_FAILED
-
-
-def lock_key(run_id: str) -> int:
-    """The run's advisory lock key: 64 bits of a hash of its id."""
-    digest = hashlib.sha256(b"runbook-engine run " + run_id.encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _lock_parts(run_id: str) -> tuple[int, int]:
@@ -150,6 +140,7 @@ class PostgresStore:
             raise self._not_found(run_id)
         lock = self._acquire(run_id, operator)
         try:
+            check_verified(run_id, self.verify(run_id))  # under the lock, as the events
             events = self.events(run_id)  # read under the lock: every earlier append is in
             _check_contiguous(run_id, events)
             journal = self._journal(run_id, operator, events, lock)
@@ -207,7 +198,8 @@ class PostgresStore:
     # --- holding a run ---
 
     def _acquire(self, run_id: str, operator: str) -> "AdvisoryLock":
-        lock = AdvisoryLock(self._connect(f"runbook holder of {run_id}"), run_id)
+        name = f"runbook holder of {run_id}"
+        lock = AdvisoryLock(self._connect(name), run_id, lambda: self._connect(name))
         try:
             got = lock.try_acquire(_holder_info(operator))
         except psycopg.Error as exc:
@@ -216,6 +208,12 @@ class PostgresStore:
                                    f"{sanitize(exc, self.url)}") from None
         if got:
             return lock
+        if lock.survivor is not None:
+            operator, host, pid = lock.survivor
+            raise RunHeld(f"run {run_id} is held by operator {operator} on host {host} "
+                          f"(pid {pid}): it was running when the state database restarted "
+                          f"and may still be (state {self}; its claim lapses {LEASE:.0f} s "
+                          "after its last heartbeat)")
         raise RunHeld(f"run {run_id} is held by {self._describe_holder(run_id)} "
                       f"(state {self})")
 
@@ -243,9 +241,8 @@ class PostgresStore:
 
     def _journal(self, run_id: str, operator: str, events: list[Event],
                  lock: "AdvisoryLock") -> Journal:
-        directory = run_dir(self.local_dir, run_id)
-        directory.mkdir(parents=True, exist_ok=True)
-        sink = TableSink(lock.connection, run_id, str(self), self.url)
+        directory = secure_run_dir(self.local_dir, run_dir(self.local_dir, run_id), create=True)
+        sink = TableSink(lock.connection, run_id, str(self), self.url, lock)
         return Journal(directory, run_id, operator, socket.gethostname(), events, sink=sink)
 
     def _summary(self, run_id: str, first: str, last: str, held: set) -> RunSummary | None:
@@ -298,8 +295,10 @@ class PostgresStore:
     def _ensure_schema(self, conn) -> None:
         if self._schema_ready:
             return
-        present = conn.execute("SELECT to_regclass('runbook_events') IS NOT NULL "
-                               "AND to_regclass('runbook_holders') IS NOT NULL").fetchone()[0]
+        present = conn.execute(
+            "SELECT to_regclass('runbook_events') IS NOT NULL AND EXISTS (SELECT 1 FROM "
+            "pg_attribute WHERE attrelid = to_regclass('runbook_holders') "
+            "AND attname = 'heartbeat' AND NOT attisdropped)").fetchone()[0]
         if not present:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s::bigint)", (SCHEMA_LOCK_KEY,))
@@ -317,47 +316,6 @@ class PostgresStore:
         return {} if "connect_timeout" in given else {"connect_timeout": 10}
 
 
-class AdvisoryLock:
-    """One run held across machines: a session advisory lock on a connection of its own,
-    plus a ``runbook_holders`` row naming the holder. ``release()`` (or the end of the
-    process or connection) gives the run back."""
-
-    def __init__(self, connection, run_id: str) -> None:
-        self.connection = connection
-        self.run_id = run_id
-        self.key = lock_key(run_id)
-
-    def try_acquire(self, holder: dict) -> bool:
-        """True when this process now holds the run; False (connection closed) when another does."""
-        for setting in LOCK_SESSION_SETTINGS:
-            self.connection.execute(setting)
-        got = self.connection.execute("SELECT pg_try_advisory_lock(%s::bigint)",
-                                      (self.key,)).fetchone()[0]
-        if not got:
-            self._close()
-            return False
-        self.connection.execute(_UPSERT_HOLDER, {"run_id": self.run_id, **holder})
-        return True
-
-    def release(self) -> None:
-        if self.connection is None:
-            return
-        try:
-            self.connection.execute("DELETE FROM runbook_holders "
-                                    "WHERE run_id = %s AND backend_pid = pg_backend_pid()",
-                                    (self.run_id,))
-            self.connection.execute("SELECT pg_advisory_unlock(%s::bigint)", (self.key,))
-        except psycopg.Error:
-            pass  # a lost connection has already dropped the lock; a stale row is ignored
-        finally:
-            self._close()
-
-    def _close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
-
-
 class TableSink:
     """Where a journal's lines go with this store: one committed row per event.
 
@@ -367,8 +325,10 @@ class TableSink:
     have been stored, must not go on.
     """
 
-    def __init__(self, connection, run_id: str, where: str, url: str = "") -> None:
+    def __init__(self, connection, run_id: str, where: str, url: str = "",
+                 lock: AdvisoryLock | None = None) -> None:
         self.connection = connection
+        self.lock = lock
         self.run_id = run_id
         self.where = where  # the store, as shown to people (password masked)
         self._url = url
@@ -378,6 +338,7 @@ class TableSink:
         if self._failure is not None:
             raise self._failure
         seq = body["seq"]
+        self._check_held(seq)
         row = (body["run_id"], seq, body["ts"], body["type"],
                line.rstrip(b"\n").decode("utf-8"), json.loads(line)["hash"])
         try:
@@ -387,10 +348,25 @@ class TableSink:
                                     f"in {self.where}: this process stops and writes nothing more")
             raise self._failure from None
         except psycopg.Error as exc:
+            if self.lock is not None and self.connection.broken:
+                self.lock.lost = True
+                self._check_held(seq)
             self._failure = StateUnavailable(
                 f"cannot record event {seq} of run {self.run_id} in {self.where}: "
                 f"{sanitize(exc, self._url)}; this process writes nothing more "
                 f"(resume the run when the database is back)")
+            raise self._failure from None
+
+    def _check_held(self, seq: int) -> None:
+        if self.lock is None:
+            return
+        try:
+            self.lock.check()
+        except LockLost:
+            self._failure = RunHeld(
+                f"this process lost its hold on run {self.run_id} in {self.where} (the state "
+                f"database restarted or dropped its connection) before writing event {seq}: "
+                f"it stops and writes nothing more; resume the run once this process has ended")
             raise self._failure from None
 
     def close(self) -> None:

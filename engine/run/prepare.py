@@ -12,6 +12,7 @@ import yaml
 from engine.errors import UsageError
 from engine.guide.operator import load_answers
 from engine.run.options import RunOptions
+from engine.run.secret_inputs import Resupplied, apply_resupplied
 from engine.source.compiler import load_runbook
 from engine.source.inventory import Inventory, load_inventories, resolve_secrets
 from engine.source.model import Runbook
@@ -36,6 +37,8 @@ class RunRequest:
     trusted_sha256: str | None = None
     #: the id of the drill this run belongs to (``runbook drill``), recorded at the start
     drill: str | None = None
+    #: a resume: secret inputs given again (never journaled in clear), see secret_inputs.py
+    resupplied: Resupplied | None = None
 
 
 @dataclass
@@ -55,6 +58,8 @@ def prepare(request: RunRequest) -> Prepared:
     extra = parse_extra_vars(request.extra)
     runbook = load_runbook(request.runbook, known_names=set(inventory.vars) | set(extra),
                            trusted_sha256=request.trusted_sha256)
+    if request.resupplied is not None:
+        extra = apply_resupplied(runbook, extra, request.resupplied, request.run_id or "")
     _check_start_at(runbook, request.options.start_at)
     secret_values = resolve_secrets(inventory.secret_refs)
     inputs = resolve_inputs(runbook, extra, inventory)
@@ -146,10 +151,12 @@ def resolve_inputs(runbook: Runbook, extra: dict, inventory: Inventory) -> dict:
         try:
             value = _convert(spec.type, raw)
         except (ValueError, yaml.YAMLError):
-            problems.append(f"input '{name}': expected {spec.type}, got {raw!r}")
+            shown = "a secret value (not shown)" if spec.secret else repr(raw)
+            problems.append(f"input '{name}': expected {spec.type}, got {shown}")
             continue
         if spec.choices and value not in spec.choices:
-            problems.append(f"input '{name}': {value!r} is not one of {list(spec.choices)}")
+            shown = "the secret value given" if spec.secret else repr(value)
+            problems.append(f"input '{name}': {shown} is not one of {list(spec.choices)}")
             continue
         values[name] = value
     if problems:

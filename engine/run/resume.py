@@ -18,7 +18,8 @@ from engine.guide.identity import operator_name
 from engine.run.estimates import step_history
 from engine.run.lifecycle import execute_run, held_run
 from engine.run.options import RunOptions
-from engine.run.prepare import RunRequest, check_step_mode, prepare
+from engine.run.prepare import RunRequest, check_step_mode, parse_extra_vars, prepare
+from engine.run.secret_inputs import Resupplied
 from engine.journal.store import open_store
 from engine.source.model import Runbook
 from engine.journal.replay import ReplayState, replay, step_id_of
@@ -55,6 +56,8 @@ class ResumeRequest:
     on_failure: str | None = None
     limit: str | None = None  # --limit; None: the run's own
     exits_after: bool = False  # the CLI: keep ignoring signals once the run is over
+    #: secret inputs given again (-e NAME=V on resume; else RUNBOOK_SECRET_<NAME>)
+    secret_inputs: tuple[str, ...] = ()
 
 
 def resume_run(request: ResumeRequest, observers: list[Callable] = (),
@@ -116,7 +119,8 @@ def _original_request(data: dict, request: ResumeRequest, trusted: bool) -> RunR
                       run_id=request.run_id, state_dir=request.state_dir,
                       operator=request.operator, answers=request.answers,
                       state_url=request.state_url,
-                      trusted_sha256=data["runbook"].get("sha256") if trusted else None)
+                      trusted_sha256=data["runbook"].get("sha256") if trusted else None,
+                      resupplied=Resupplied(parse_extra_vars(list(request.secret_inputs))))
 
 
 # --- changed files ---

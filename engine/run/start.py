@@ -19,6 +19,8 @@ from engine.run.lifecycle import execute_run, held_run
 from engine.run.options import RunOptions
 from engine.run.outcome import RunOutcome
 from engine.run.prepare import Prepared, RunRequest, check_step_mode, input_sources, prepare
+from engine.run.secret_inputs import recorded_extra_args, secret_names
+from engine.secrets import MASK
 from engine.source.model import Runbook
 
 
@@ -61,7 +63,8 @@ def _started_data(request: RunRequest, prepared: Prepared) -> dict:
         "inventories": [str(Path(p).resolve()) for p in request.inventories],
         "includes": list(runbook.includes),
         "fingerprints": fingerprints([runbook.path, *runbook.includes, *request.inventories]),
-        "inputs": inputs, "extra_vars": extra, "extra_args": list(request.extra),
+        "inputs": _masked(runbook, inputs), "extra_vars": _masked(runbook, extra),
+        "extra_args": recorded_extra_args(runbook, request.extra),
         "input_sources": input_sources(runbook, extra, prepared.inventory),
         "dry_run": options.dry_run, "strict": options.strict, "tags": sorted(options.tags),
         "skip_tags": sorted(options.skip_tags), "start_at": options.start_at,
@@ -69,6 +72,12 @@ def _started_data(request: RunRequest, prepared: Prepared) -> dict:
         "rto": runbook.rto, "rpo": runbook.rpo, "cwd": os.getcwd(),
         "steps": sum(1 for s in runbook.walk() if s.action), "drill": request.drill,
     }
+
+
+def _masked(runbook: Runbook, values: dict) -> dict:
+    """Secret inputs by name, whatever their length (the redactor masks short ones only whole)."""
+    secret = secret_names(runbook)
+    return {k: MASK if k in secret else v for k, v in values.items()}
 
 
 def fingerprints(paths) -> dict[str, str]:

@@ -102,6 +102,9 @@ class Cli:
 def env_for(db: StateDb) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("RUNBOOK_STATE_DIR", "RUNBOOK_OPERATOR")}
     env["RUNBOOK_STATE_URL"] = db.url
+    # the checkout under test, not whatever 'engine' the interpreter would import
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]),
+                                                     env.get("PYTHONPATH", "")) if p)
     return env
 
 
