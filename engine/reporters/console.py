@@ -28,6 +28,7 @@ class ConsoleReporter:
 
             self._console = Console(file=self.stream, highlight=False)
         self.counts: Counter = Counter()
+        self.per_target: dict[str, Counter] = {}
         self.plan: list[tuple[str, str, float | None]] = []
         self.rto: float | None = None
         self.started = time.monotonic()
@@ -86,11 +87,20 @@ class ConsoleReporter:
     def _label(self, event: Event) -> str:
         step = event.step or {}
         label = step.get("name") or step.get("id", "")
-        return f"{label} [item {step['item']}]" if "item" in step else label
+        where = [str(step["target"])] if "target" in step else []
+        where += [f"item {step['item']}"] if "item" in step else []
+        return f"{label} [{', '.join(where)}]" if where else label
+
+    def _count(self, event: Event, status: str) -> None:
+        """Count the step, and per host (target) for the fleet lines of the recap."""
+        self.counts[status] += 1
+        target = (event.step or {}).get("target")
+        if target is not None:
+            self.per_target.setdefault(str(target), Counter())[status] += 1
 
     def on_step_succeeded(self, event: Event) -> None:
         status = "changed" if event.data.get("changed") else "ok"
-        self.counts[status] += 1
+        self._count(event, status)
         message = " ".join(str(event.data.get("message") or "").split())
         self._line(status, self._label(event) + (f" — {message}" if message and len(message) < 100 else ""),
                    f"{format_duration(event.data.get('elapsed'))} {self._clock()}")
@@ -105,7 +115,7 @@ class ConsoleReporter:
             status = "ignored"
         else:
             status = "failed"
-        self.counts[status] += 1
+        self._count(event, status)
         self._line(status, f"{self._label(event)} — {event.data.get('message', '')}",
                    f"{format_duration(event.data.get('elapsed'))} {self._clock()}")
         if self.dry_run:
@@ -113,13 +123,15 @@ class ConsoleReporter:
                               event.data.get("expected_duration")))
 
     def on_step_skipped(self, event: Event) -> None:
-        self.counts["skipped"] += 1
+        self._count(event, "skipped")
         self._line("skipped", f"{self._label(event)} — {event.data.get('reason', '')}")
 
     def on_step_planned(self, event: Event) -> None:
         status = "would run if" if event.data.get("conditional") else "would change"
-        self.counts[status] += 1
+        self._count(event, status)
         self._line(status, f"{self._label(event)}: {event.data.get('plan', '')}")
+        if event.data.get("finding"):
+            self._line("finding", f"{self._label(event)} — {event.data['finding']}")
         self.plan.append((self._label(event), str(event.data.get("plan", "")),
                           event.data.get("expected_duration")))
 
@@ -149,6 +161,8 @@ class ConsoleReporter:
         rto = f" of RTO {format_duration(self.rto)}" if self.rto else ""
         status = data.get("status", event.type.split(".")[1])
         self.write(f"\nRecap: {status.upper()} — {counts} — {elapsed}{rto} (run {event.run_id})")
+        for target, per in sorted(self.per_target.items()):
+            self.write(f"  {target}: " + ", ".join(f"{k}={v}" for k, v in sorted(per.items())))
         if data.get("message") and status != "completed":
             self.write(f"  {data['message']}")
 

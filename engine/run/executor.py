@@ -372,8 +372,12 @@ class Executor:
         cls = actions.get_action(step.action)
         try:
             args = self._render_args(step, cls, scope) if step.loop is None else step.args
-            plan = self._plan_line(cls(), args, step) if step.loop is None else (
-                f"{step.action} for each item of the loop")
+            if step.target is not None:  # ctx.target is bound per invocation, not here
+                plan = f"{step.action} on target {step.target}"
+            elif step.loop is not None:
+                plan = f"{step.action} for each item of the loop"
+            else:
+                plan = self._plan_line(cls(), args, step)[0]
         except (TemplateFailure, UnknownValue) as exc:
             args, plan = step.args, f"(cannot render the arguments yet: {exc})"
         shown = HIDDEN if step.no_log else self.redactor.mask(args)
@@ -499,8 +503,11 @@ class Executor:
         shown = HIDDEN if step.no_log else args
         action = cls()
         if self.options.dry_run and (mutates or _has_unknown(args)):
-            plan = f"{step.action} {HIDDEN}" if step.no_log else self._plan_line(action, args, step)
-            return self._planned(step, ref, plan, None, shown)
+            plan, finding = f"{step.action} {HIDDEN}", None
+            if not step.no_log:
+                self._bind(step, ref, scope, None)  # plan() reads ctx.target too
+                plan, finding = self._plan_line(action, args, step)
+            return self._planned(step, ref, plan, None, shown, finding)
         while True:
             self._checkpoint()
             self.emit(ev.STEP_STARTED, ref, {"action": step.action, "args": shown,
@@ -534,20 +541,29 @@ class Executor:
             raise TemplateFailure(f"after rendering: {problem}")
         return args
 
-    def _plan_line(self, action, args, step: Step) -> str:
+    def _plan_line(self, action, args, step: Step) -> tuple[str, str | None]:
+        """The plan's one line, and a finding when a pre-flight probe inside plan() failed
+        (an ActionError with ``finding = True``: e.g. an SSH host that cannot be reached)."""
         try:
             with self._interruptible():  # a plan may do slow read-only look-ups
-                return _one_line(action.plan(args, self.ctx))
+                return _one_line(action.plan(args, self.ctx)), None
         except ActionError as exc:
-            return f"{step.action}: {exc}"
+            line = f"{step.action}: {exc}"
+            return line, (str(exc) if getattr(exc, "finding", False) else None)
         except Exception as exc:  # a plan must never end a rehearsal
-            return f"{step.action} (plan unavailable: {type(exc).__name__})"
+            return f"{step.action} (plan unavailable: {type(exc).__name__})", None
 
     def _planned(self, step: Step, ref: dict, plan: str, unknown: str | None,
-                 args: Any = None) -> Unknown:
-        self.emit(ev.STEP_PLANNED, ref, {"action": step.action, "plan": plan, "args": args,
-                                         "unknown": unknown,
-                                         "expected_duration": step.expected_duration})
+                 args: Any = None, finding: str | None = None) -> Unknown:
+        data = {"action": step.action, "plan": plan, "args": args, "unknown": unknown,
+                "expected_duration": step.expected_duration}
+        if finding is not None:
+            data["finding"] = finding
+            where = f" on {ref['target']}" if ref.get("target") else ""
+            with self._findings_lock:
+                self.findings.append({"step": step.id, "name": step.label + where,
+                                      "message": finding, "at": str(step.pos)})
+        self.emit(ev.STEP_PLANNED, ref, data)
         self._estimate += step.expected_duration or 0
         return Unknown(step.register or step.id)
 
@@ -580,11 +596,15 @@ class Executor:
         self.emit(ev.STEP_SUCCEEDED, ref, data)
         return value
 
-    def _invoke(self, step: Step, ref: dict, action, args, scope: dict) -> dict:
-        deadline = time.monotonic() + step.timeout if step.timeout else None
+    def _bind(self, step: Step, ref: dict, scope: dict, deadline: float | None) -> None:
+        """Tell the context which step, scope and inventory target the action works for."""
         target = ref.get("target")
         self.ctx.bind_step(deadline, lambda expr: self.templar.truth(expr, scope), step, ref,
                            self.scope["targets"].get(target) if target else None)
+
+    def _invoke(self, step: Step, ref: dict, action, args, scope: dict) -> dict:
+        deadline = time.monotonic() + step.timeout if step.timeout else None
+        self._bind(step, ref, scope, deadline)
         start = time.monotonic()
         try:
             with self._interruptible():
