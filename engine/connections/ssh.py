@@ -219,7 +219,10 @@ class Session:
 
         self.connection, self.fingerprint = self.pool.call(connect(self.settings))
         if self.settings.become:
-            done = self.run(["true"], ctx)
+            try:
+                done = self.run(["true"], ctx)
+            except ActionError as exc:  # sudo -n refused: no use of this host until fixed
+                raise PreflightFailed(str(exc)) from None
             if done.rc != 0:
                 raise PreflightFailed(self._become_refused(done.stderr))
 
@@ -254,9 +257,10 @@ class Session:
                               f"processes there") from None
         except _Cancelled:
             raise ActionError(f"cancelled; stopped {argv[0]} on {self.name}") from None
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, _ssh_error()) as exc:
+            reason = getattr(exc, "reason", "") or exc
             raise ActionError(f"{self.name}: connection lost while running {argv[0]}: "
-                              f"{exc}") from None
+                              f"{reason}") from None
         done = completed(rc, job.stdout if stdout is None else CappedOutput(), job.stderr)
         self._check_launch(argv, done)
         return done
@@ -343,6 +347,12 @@ _KILL_GROUP = ("kill -TERM -PGID 2>/dev/null || exit 0; alive() { if command -v 
                "then ps -e -o pgid= -o stat= | awk '$1 == PGID && $2 !~ /^Z/ {f = 1} END {exit !f}'; "
                "else kill -0 -PGID 2>/dev/null; fi; }; i=0; while [ $i -lt 20 ]; do alive || exit 0; "
                "sleep 0.1; i=$((i+1)); done; kill -KILL -PGID")
+
+
+def _ssh_error() -> type:
+    import asyncssh
+
+    return asyncssh.Error
 
 
 class _ForwardingRefused(Exception):

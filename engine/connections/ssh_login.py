@@ -68,7 +68,7 @@ def _client_key(settings):
         return asyncssh.read_private_key(settings.key, settings.key_passphrase)
     except FileNotFoundError:
         raise PreflightFailed(f"{settings.target}: ssh key file not found: {settings.key}") from None
-    except (OSError, asyncssh.KeyImportError) as exc:
+    except (OSError, asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
         raise PreflightFailed(f"{settings.target}: cannot load ssh key {settings.key}: "
                           f"{exc}") from None
 
