@@ -87,7 +87,10 @@ def settings_of(target: dict | None) -> Settings | None:
         raise PreflightFailed(f"target {name}: unknown ssh setting(s) {', '.join(unknown)} "
                           f"(known: {', '.join(SETTINGS)})")
     if not block.get("host"):
-        raise PreflightFailed(f"target {name}: ssh.host is required")
+        # a group's shared ssh: block (user, key ...) with each target's own top-level host
+        block = {**block, "host": (target or {}).get("host")}
+    if not block.get("host"):
+        raise PreflightFailed(f"target {name}: ssh.host (or the target's host) is required")
     return Settings(target=name, **_typed(name, block))
 
 
@@ -296,9 +299,10 @@ class Session:
         err = done.stderr.strip()
         if self.settings.become and done.rc == 1 and err.startswith("sudo:"):
             raise ActionError(self._become_refused(err))
-        if done.rc == 127 and "not found" in err and not done.stdout:
+        # the wrapper's own ``exec`` failed (not a 127 that the program returned itself)
+        if done.rc == 127 and f"exec: {argv[0]}: not found" in err:
             raise ActionError(f"command not found on {self.name}: {argv[0]}")
-        if done.rc == 126 and "ermission denied" in err and not done.stdout:
+        if done.rc == 126 and f"exec: {argv[0]}: " in err and "ermission denied" in err:
             raise ActionError(f"permission denied on {self.name}: {argv[0]}")
 
     def _become_refused(self, stderr: str) -> str:

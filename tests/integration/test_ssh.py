@@ -294,3 +294,41 @@ def _clean_work_dir(ssh_lab):
     for path in Path(ssh_lab["work_dir"]).iterdir():
         if path.is_file():
             path.unlink()
+
+
+def test_ctrl_c_stops_the_remote_command_and_the_run_is_resumable(ssh_lab, tmp_path):
+    import signal
+
+    from helpers.run import start_cli
+
+    marker = f"rbk-sigint-{os.getpid()}"
+    write_runbook(tmp_path, steps(f"""
+  - id: slow
+    target: lab_host
+    shell: "sleep 60; : {marker}"
+"""))
+    engine = start_cli("run", "runbook.yaml", "-i", ssh_lab["inventory"], "--state-dir", "state",
+                       "--run-id", "int", cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while not lab_processes(marker) and time.monotonic() < deadline:
+        assert engine.poll() is None, engine.communicate()
+        time.sleep(0.05)
+    assert lab_processes(marker), "the remote command never started"
+    engine.send_signal(signal.SIGINT)
+    out, err = engine.communicate(timeout=30)
+    assert engine.returncode == 130, out + err
+    deadline = time.monotonic() + 5
+    while lab_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert lab_processes(marker) == []
+    assert journal_lines(tmp_path / "state")[-1]["type"] == "run.interrupted"
+
+
+def test_a_script_whose_inner_command_is_missing_reports_the_scripts_own_rc(ssh_lab, tmp_path):
+    ran = run_inprocess(tmp_path, steps("""
+  - id: script
+    target: lab_host
+    shell: "no-such-tool-abc --version"
+"""), inventories=[ssh_lab["inventory"]])
+    message = ran.end("script").data["message"]
+    assert message.startswith("on lab_host: exited with rc=127: ") and "no-such-tool-abc" in message

@@ -186,3 +186,19 @@ steps:
     while lab_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert lab_processes(marker) == []
+
+
+def test_a_groups_shared_ssh_block_takes_each_targets_own_host(ssh_lab, tmp_path):
+    inventory = tmp_path / "shared.yaml"
+    shared = {"port": ssh_lab["port"], "user": ssh_lab["user"], "key": ssh_lab["key"],
+              "known_hosts": ssh_lab["known_hosts"]}
+    inventory.write_text(json.dumps({"groups": {"dbs": {"vars": {"ssh": shared}, "targets": {
+        "a": {"host": "127.0.0.1"}, "c": {}}}}}))
+    ran = run_inprocess(tmp_path, WHO.format(target="dbs").replace("register: who\n",
+                                                                   "register: who\n    ignore_errors: true\n"),
+                        inventories=[inventory])
+    ends = {e.step["target"]: e for e in ran.events if e.type in ("step.succeeded", "step.failed")
+            and e.step and e.step.get("id") == "who"}
+    assert ends["a"].type == "step.succeeded"
+    assert restored_value(ends["a"].data)["ssh"]["host"] == "127.0.0.1"
+    assert ends["c"].data["message"] == "target c: ssh.host (or the target's host) is required"
