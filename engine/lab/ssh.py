@@ -166,7 +166,8 @@ def _write_config(runtime: Path, port: int) -> Path:
         f"AuthorizedKeysFile {runtime / 'authorized_keys'}",
         "UsePAM no", "StrictModes no", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
-        "PermitRootLogin no", "X11Forwarding no", "AllowTcpForwarding no",
+        # local forwarding: wait_for probes ports from the host through direct-tcpip
+        "PermitRootLogin no", "X11Forwarding no", "AllowTcpForwarding local",
         "PrintMotd no", "PrintLastLog no", "UseDNS no",
         # fan-out: five connections at once, and many channels on each
         "MaxStartups 50:30:100", "MaxSessions 50",

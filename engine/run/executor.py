@@ -503,10 +503,11 @@ class Executor:
         shown = HIDDEN if step.no_log else args
         action = cls()
         if self.options.dry_run and (mutates or _has_unknown(args)):
-            plan, finding = f"{step.action} {HIDDEN}", None
-            if not step.no_log:
-                self._bind(step, ref, scope, None)  # plan() reads ctx.target too
-                plan, finding = self._plan_line(action, args, step)
+            self._bind(step, ref, scope, None)  # plan() reads ctx.target too
+            plan, finding = self._plan_line(action, args, step)
+            if step.no_log:  # the pre-flight probe still counts; what it said does not show
+                plan = f"{step.action} {HIDDEN}"
+                finding = finding and f"pre-flight probe failed, details {HIDDEN}"
             return self._planned(step, ref, plan, None, shown, finding)
         while True:
             self._checkpoint()

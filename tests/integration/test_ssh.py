@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -18,6 +17,19 @@ from services.ssh import lab_processes
 
 def steps(*text: str) -> str:
     return "name: remote\nsteps:\n" + "".join(text)
+
+
+def peak_memory_mb(argv: list[str], **options) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``argv`` under a small Python parent that reports the peak resident memory of
+    its children: this process's own RUSAGE_CHILDREN would include every earlier test's."""
+    probe = ("import resource, subprocess, sys; "
+             "done = subprocess.run(sys.argv[1:]); "
+             "print('peak-kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+             "sys.exit(done.returncode)")
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True,
+                          **options)
+    kilobytes = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("peak-kb ")]
+    return done, int(kilobytes[-1]) / 1024 if kilobytes else float("inf")
 
 
 def test_a_command_runs_on_the_host_as_the_target_user_with_its_exit_status_and_streams(ssh_lab, tmp_path):
@@ -115,11 +127,10 @@ def test_large_remote_output_is_streamed_and_capped_with_flat_memory(ssh_lab, tm
         - big.dropped_bytes.stdout > 190000000
         - big.stdout | length < 1100000
 """))
-    done = subprocess.run([sys.executable, "-m", "engine", "run", str(runbook), "-i",
+    done, peak_mb = peak_memory_mb([sys.executable, "-m", "engine", "run", str(runbook), "-i",
                            ssh_lab["inventory"], "--state-dir", str(tmp_path / "state")],
-                          cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
+                          cwd=REPO, env=cli_env(), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert peak_mb < 150, f"the engine peaked at {peak_mb:.0f} MB for 200 MB of output"
 
 
@@ -332,3 +343,24 @@ def test_a_script_whose_inner_command_is_missing_reports_the_scripts_own_rc(ssh_
 """), inventories=[ssh_lab["inventory"]])
     message = ran.end("script").data["message"]
     assert message.startswith("on lab_host: exited with rc=127: ") and "no-such-tool-abc" in message
+
+
+def test_port_probes_fall_back_to_bash_on_the_host_where_forwarding_is_refused(ssh_lab):
+    """The lab's sshd allows local forwarding (direct-tcpip, the usual path); a server that
+    refuses it gets the same answers from bash's /dev/tcp on the host."""
+    import yaml
+
+    from engine.actions.base import Context
+    from engine.connections.ssh import remote
+
+    target = {"name": "lab_host", **yaml.safe_load(Path(ssh_lab["inventory"]).read_text())["targets"]["lab_host"]}
+    ctx = Context()
+    ctx.bind_step(None, None, target=target)
+    try:
+        session = remote(ctx)
+        answers = [session.port_open("127.0.0.1", port, ctx) for port in (ssh_lab["port"], 1)]
+        session.no_forwarding = True
+        fallback = [session.port_open("127.0.0.1", port, ctx) for port in (ssh_lab["port"], 1)]
+    finally:
+        ctx.close()
+    assert answers == fallback == [True, False]

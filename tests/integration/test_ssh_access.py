@@ -202,3 +202,17 @@ def test_a_groups_shared_ssh_block_takes_each_targets_own_host(ssh_lab, tmp_path
     assert ends["a"].type == "step.succeeded"
     assert restored_value(ends["a"].data)["ssh"]["host"] == "127.0.0.1"
     assert ends["c"].data["message"] == "target c: ssh.host (or the target's host) is required"
+
+
+def test_a_no_log_steps_probe_still_counts_but_says_nothing(ssh_lab, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inventory = write_inventory(tmp_path, ssh_lab, {"bad": {"port": port}})
+    ran = run_inprocess(tmp_path, "name: quiet\nsteps:\n  - id: secret\n    target: bad\n"
+                                  "    no_log: true\n    command: [rotate-key, s3cr3t]\n",
+                        inventories=[inventory], dry_run=True)
+    planned = ran.end("secret").data
+    assert planned["plan"] == "command <hidden: no_log>"
+    assert planned["finding"] == "pre-flight probe failed, details <hidden: no_log>"
+    assert "s3cr3t" not in json.dumps([e.data for e in ran.of("secret")])

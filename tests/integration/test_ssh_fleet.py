@@ -112,11 +112,16 @@ steps:
     command: ['true']
     ignore_errors: true
 """)
-    done = runbook_cli("run", "runbook.yaml", "-i", inventory, "--state-dir", "state", cwd=tmp_path)
+    done = runbook_cli("run", "runbook.yaml", "-i", inventory, "--state-dir", "state",
+                       "--run-id", "recap", cwd=tmp_path)
     assert done.rc == 0, done.output
     assert "changed      ping [db1]" in done.stdout
     assert "ignored      ping [db2] — db2: unreachable" in done.stdout
     assert "\n  db1: changed=1\n  db2: ignored=1" in done.stdout
+    report = runbook_cli("report", "recap", "--format", "json", "--state-dir", "state", cwd=tmp_path)
+    assert report.rc == 0, report.output
+    rows = {row["key"]: row["status"] for row in json.loads(report.stdout)["steps"]}
+    assert rows == {"ping@db1": "changed", "ping@db2": "failed (ignored)"}
 
 
 def test_kill_9_mid_fleet_then_resume_reruns_only_the_hosts_that_did_not_finish(ssh_lab, tmp_path):

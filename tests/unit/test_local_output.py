@@ -3,13 +3,25 @@
 engine's memory stays flat."""
 from __future__ import annotations
 
-import resource
 import subprocess
 import sys
 
 from engine.actions.base import Context
 from engine.connections.local import OUTPUT_LIMIT, CappedOutput, run_process
 from helpers.run import REPO, cli_env, write_runbook
+
+
+def peak_memory_mb(argv: list[str], **options) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``argv`` under a small Python parent that reports the peak resident memory of
+    its children: this process's own RUSAGE_CHILDREN would include every earlier test's."""
+    probe = ("import resource, subprocess, sys; "
+             "done = subprocess.run(sys.argv[1:]); "
+             "print('peak-kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+             "sys.exit(done.returncode)")
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True,
+                          **options)
+    kilobytes = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("peak-kb ")]
+    return done, int(kilobytes[-1]) / 1024 if kilobytes else float("inf")
 
 
 def test_capped_output_keeps_head_and_tail_and_counts_the_middle():
@@ -49,9 +61,8 @@ def test_one_gigabyte_of_output_keeps_the_engine_flat(tmp_path):
                 - big.dropped_bytes.stdout > 1000000000
                 - big.stdout | length < 1100000
     """)
-    done = subprocess.run([sys.executable, "-m", "engine", "run", str(runbook), "--state-dir",
-                           str(tmp_path / "state")], cwd=REPO, env=cli_env(), capture_output=True,
-                          text=True, timeout=300)
+    done, peak_mb = peak_memory_mb([sys.executable, "-m", "engine", "run", str(runbook),
+                                    "--state-dir", str(tmp_path / "state")],
+                                   cwd=REPO, env=cli_env(), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert peak_mb < 150, f"the engine peaked at {peak_mb:.0f} MB for 1 GiB of output"
