@@ -75,6 +75,8 @@ def down(lab: LabContext, state: dict | None) -> list[str]:
     if pid and _is_our_sshd(pid, runtime):
         _terminate(pid)
         stopped.append("sshd")
+    for session in _session_pids(runtime / "sshd.log"):
+        _terminate(session)  # a login still open (a client that kept its connection)
     shutil.rmtree(runtime, ignore_errors=True)
     shutil.rmtree(lab.lab_dir / "ssh", ignore_errors=True)
     return stopped
@@ -249,6 +251,22 @@ def _is_our_sshd(pid: int, runtime: Path) -> bool:
     except OSError:
         return False
     return _alive(pid) and str(runtime / "sshd_config") in cmdline
+
+
+def _session_pids(log: Path) -> list[int]:
+    """The per-connection sshd processes of this lab: they run in sessions of their own,
+    and are known by their standard error, which is the lab's sshd.log."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if (os.readlink(f"/proc/{entry}/fd/2").removesuffix(" (deleted)") == str(log)
+                    and Path(f"/proc/{entry}/cmdline").read_bytes().startswith(b"sshd")):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
 
 
 def _terminate(pid: int, grace: float = 3.0) -> None:

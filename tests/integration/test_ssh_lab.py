@@ -2,8 +2,11 @@
 step runs on a host."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -74,3 +77,31 @@ print("loaded:", sorted(m for m in sys.modules if m.split(".")[0] == "asyncssh")
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "loaded: []" in done.stdout
+
+
+def test_lab_down_also_ends_logins_that_are_still_open():
+    """A login the server has not ended by itself (seen after a benchmark: sshd session
+    processes orphaned, in sessions of their own) must not outlive ``lab down``. Such a
+    process is recognised by its standard error: the lab's sshd.log."""
+    from engine.lab import ssh as part
+    from engine.lab.parts import LabContext
+
+    _require_sshd()
+    base = Path(tempfile.mkdtemp(prefix="runbook-ssh-down-"))  # pytest's tmp_path is 0700
+    base.chmod(0o755)
+    (base / "lab").mkdir()
+    lab = LabContext(base / "lab", base / "runtime", {}, lambda state: None)
+    state = part.up(lab)
+    log = Path(state["runtime"]) / "sshd.log"
+    try:
+        with open(log, "ab") as stderr:  # an orphaned session: own session, stderr = the log
+            orphan = subprocess.Popen(["bash", "-c", "exec -a 'sshd: runbook-lab@notty' sleep 60"],
+                                      stderr=stderr, start_new_session=True)
+        deadline = time.monotonic() + 5
+        while orphan.pid not in part._session_pids(log) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert orphan.pid in part._session_pids(log)
+    finally:
+        part.down(lab, state)
+        shutil.rmtree(base, ignore_errors=True)
+    assert orphan.wait(timeout=10) == -15  # terminated by lab down
