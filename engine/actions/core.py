@@ -1,10 +1,16 @@
-"""Core actions: command, shell, assert, fail, set_fact, pause, wait_for, debug."""
+"""Core actions: command, shell, assert, fail, set_fact, pause, wait_for, debug.
+
+``command``, ``shell`` and ``wait_for`` run on the step's host when its target has an
+``ssh:`` block (``on_host``), else on the machine running the engine, through the
+same small interface (``run_process`` / ``Session.run``: argv in, ``Completed`` out).
+"""
 from __future__ import annotations
 
 import os
 import shlex
 import socket
 import time
+from dataclasses import replace
 
 from engine.actions.base import Action, ActionError, Context, Result
 from engine.connections.local import run_process
@@ -17,12 +23,48 @@ _ENV = {"type": "object", "additionalProperties": {"type": ["string", "number", 
         "description": "Extra environment variables."}
 
 
+def on_host(ctx: Context):
+    """The SSH session of the step's target when it has an ``ssh:`` block (connected once
+    per run: a dry-run's plan() connecting is the pre-flight probe), else None: local."""
+    if "ssh" not in (ctx.target or {}):
+        return None
+    from engine.connections.ssh import remote  # asyncio/asyncssh only when a step needs them
+
+    return remote(ctx)
+
+
+def where(session) -> str:
+    """The plan's prefix: ``on db1: `` for a remote step, nothing for a local one."""
+    return f"on {session.name}: " if session is not None else ""
+
+
+def remote_result(result: Result, session) -> Result:
+    """Record where a remote step ran (host key, checked or not, become) in its data."""
+    if session is None:
+        return result
+    message = result.message
+    if not result.ok and not message.startswith(where(session)):
+        message = where(session) + message  # a fleet's failures say which host
+    message = (message + session.note()).strip()
+    return replace(result, data={**result.data, "ssh": session.describe()}, message=message)
+
+
+def run_argv(argv: list[str], ctx: Context, session, **options):
+    if session is not None:
+        return session.run(argv, ctx, **options)
+    return run_process(argv, ctx, **options)
+
+
 def _process_result(done, ok_rc) -> Result:
     ok = done.rc in ok_rc
     # As in Ansible: the final newline is dropped, and lines are offered too.
     stdout, stderr = done.stdout.rstrip("\r\n"), done.stderr.rstrip("\r\n")
     data = {"rc": done.rc, "stdout": stdout, "stderr": stderr,
             "stdout_lines": stdout.splitlines()}
+    dropped = {k: v for k, v in (("stdout", done.stdout_dropped),
+                                 ("stderr", done.stderr_dropped)) if v}
+    if dropped:  # capped while reading: head and tail kept, the middle counted
+        data["dropped_bytes"] = dropped
     message = "" if ok else f"exited with rc={done.rc}" + _tail(done.stderr or done.stdout)
     return Result(ok=ok, changed=True, data=data, message=message)
 
@@ -69,14 +111,17 @@ class Command(Action):
 
     def plan(self, args, ctx: Context) -> str:
         spec = self._spec(args)
-        where = f" (in {spec['chdir']})" if spec.get("chdir") else ""
-        return "run " + shlex.join(spec["argv"]) + where
+        session = on_host(ctx)
+        chdir = f" (in {spec['chdir']})" if spec.get("chdir") else ""
+        note = session.note() if session else ""
+        return where(session) + "run " + shlex.join(spec["argv"]) + chdir + note
 
     def run(self, args, ctx: Context) -> Result:
         spec = self._spec(args)
-        done = run_process(spec["argv"], ctx, chdir=spec.get("chdir"), env=spec.get("env"),
-                           stdin=spec.get("stdin"))
-        return _process_result(done, spec.get("ok_rc") or [0])
+        session = on_host(ctx)
+        done = run_argv(spec["argv"], ctx, session, chdir=spec.get("chdir"), env=spec.get("env"),
+                        stdin=spec.get("stdin"))
+        return remote_result(_process_result(done, spec.get("ok_rc") or [0]), session)
 
 
 class Shell(Action):
@@ -101,14 +146,16 @@ class Shell(Action):
 
     def plan(self, args, ctx: Context) -> str:
         script = args if isinstance(args, str) else args["cmd"]
-        return "sh -c: " + script
+        session = on_host(ctx)
+        return where(session) + "sh -c: " + script + (session.note() if session else "")
 
     def run(self, args, ctx: Context) -> Result:
         spec = args if isinstance(args, dict) else {"cmd": args}
         argv = [spec.get("executable", "/bin/sh"), "-c", spec["cmd"]]
-        done = run_process(argv, ctx, chdir=spec.get("chdir"), env=spec.get("env"),
-                           stdin=spec.get("stdin"))
-        return _process_result(done, spec.get("ok_rc") or [0])
+        session = on_host(ctx)
+        done = run_argv(argv, ctx, session, chdir=spec.get("chdir"), env=spec.get("env"),
+                        stdin=spec.get("stdin"))
+        return remote_result(_process_result(done, spec.get("ok_rc") or [0]), session)
 
 
 class Assert(Action):
@@ -227,7 +274,8 @@ class WaitFor(Action):
     }
 
     def plan(self, args, ctx: Context) -> str:
-        return f"wait until {self._what(args)} is {args.get('state', 'started')}"
+        session = on_host(ctx)
+        return where(session) + f"wait until {self._what(args)} is {args.get('state', 'started')}"
 
     def _what(self, args) -> str:
         if "port" in args:
@@ -240,15 +288,23 @@ class WaitFor(Action):
         sleep = _seconds(args.get("sleep", 0.2))
         end = time.monotonic() + (ctx.time_left(timeout) or 0)
         start = time.monotonic()
+        session = on_host(ctx)
         while True:
-            if self._probe(args) == want_up:
-                return Result(ok=True, data={"elapsed": round(time.monotonic() - start, 3)})
+            if self._probe(args, ctx, session) == want_up:
+                data = {"elapsed": round(time.monotonic() - start, 3)}
+                return remote_result(Result(ok=True, data=data), session)
             if time.monotonic() >= end or ctx.cancelled.is_set():
                 state = "up" if want_up else "down"
-                raise ActionError(f"{self._what(args)} was not {state} after {timeout:g}s")
-            time.sleep(sleep)
+                raise ActionError(f"{where(session)}{self._what(args)} was not {state} "
+                                  f"after {timeout:g}s")
+            if ctx.cancelled.wait(sleep):
+                raise ActionError("cancelled")
 
-    def _probe(self, args) -> bool:
+    def _probe(self, args, ctx: Context, session) -> bool:
+        if session is not None:  # seen from the target's host, as Ansible's wait_for is
+            if "path" in args:
+                return session.run(["test", "-e", args["path"]], ctx).rc == 0
+            return session.port_open(args.get("host", "127.0.0.1"), int(args["port"]), ctx)
         if "path" in args:
             return os.path.exists(args["path"])
         try:

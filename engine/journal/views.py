@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.journal import events as ev
+from engine.journal.replay import step_key
 from engine.journal.events import Event
 from engine.journal.file import JOURNAL_NAME
 from engine.timestamps import seconds_between
@@ -132,13 +133,16 @@ _STATUS = {ev.STEP_STARTED: "in doubt", ev.STEP_SUCCEEDED: "ok", ev.STEP_FAILED:
 
 
 def step_views(events: list[Event]) -> list[StepView]:
-    """One row per step (and loop item), in the order they first appeared."""
+    """One row per step (and target, and loop item), in the order they first appeared."""
     views: dict[str, StepView] = {}
     for event in events:
         if not event.step:
             continue
-        key = event.step["id"] + (f"#{event.step['item']}" if "item" in event.step else "")
-        view = views.setdefault(key, StepView(key, event.step.get("name", key)))
+        key = step_key(event.step)
+        name = event.step.get("name", key)
+        if "target" in event.step:  # a fleet's hosts are counted one by one
+            name = f"{name} [{event.step['target']}]"
+        view = views.setdefault(key, StepView(key, name))
         _apply(view, event)
     return list(views.values())
 

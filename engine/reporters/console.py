@@ -33,6 +33,7 @@ class ConsoleReporter:
 
             self._console = Console(file=self.stream, highlight=False)
         self.counts: Counter = Counter()
+        self.per_target: dict[str, Counter] = {}
         self.plan: list[tuple[str, str, float | None]] = []
         self.rto: float | None = None
         self.started = time.monotonic()
@@ -98,13 +99,20 @@ class ConsoleReporter:
     def _label(self, event: Event) -> str:
         step = event.step or {}
         label = step.get("name") or step.get("id", "")
-        if "target" in step:
-            label = f"{label} [{step['target']}]"
-        return f"{label} [item {step['item']}]" if "item" in step else label
+        where = [str(step["target"])] if "target" in step else []
+        where += [f"item {step['item']}"] if "item" in step else []
+        return f"{label} [{', '.join(where)}]" if where else label
+
+    def _count(self, event: Event, status: str) -> None:
+        """Count the step, and per host (target) for the fleet lines of the recap."""
+        self.counts[status] += 1
+        target = (event.step or {}).get("target")
+        if target is not None:
+            self.per_target.setdefault(str(target), Counter())[status] += 1
 
     def on_step_succeeded(self, event: Event) -> None:
         status = "changed" if event.data.get("changed") else "ok"
-        self.counts[status] += 1
+        self._count(event, status)
         message = _shortened(" ".join(str(event.data.get("message") or "").split()))
         self._line(status, self._label(event) + (f" — {message}" if message else ""),
                    f"{format_duration(event.data.get('elapsed'))} {self._clock()}")
@@ -119,7 +127,7 @@ class ConsoleReporter:
             status = "ignored"
         else:
             status = "failed"
-        self.counts[status] += 1
+        self._count(event, status)
         self._line(status, f"{self._label(event)} — {event.data.get('message', '')}",
                    f"{format_duration(event.data.get('elapsed'))} {self._clock()}")
         if self.dry_run:
@@ -127,7 +135,7 @@ class ConsoleReporter:
                               event.data.get("elapsed"), "now"))
 
     def on_step_skipped(self, event: Event) -> None:
-        self.counts["skipped"] += 1
+        self._count(event, "skipped")
         self._line("skipped", f"{self._label(event)} — {event.data.get('reason', '')}")
 
     def on_step_planned(self, event: Event) -> None:
@@ -137,8 +145,10 @@ class ConsoleReporter:
             status = "would change"
         else:
             status = "would check"
-        self.counts[status] += 1
+        self._count(event, status)
         self._line(status, f"{self._label(event)}: {event.data.get('plan', '')}")
+        if event.data.get("finding"):
+            self._line("finding", f"{self._label(event)} — {event.data['finding']}")
         self.plan.append((self._label(event), str(event.data.get("plan", "")),
                           event.data.get("estimate", event.data.get("expected_duration")),
                           _SOURCE_TAGS.get(str(event.data.get("estimate_source", ""))
@@ -188,6 +198,8 @@ class ConsoleReporter:
         self.write(f"\nRecap: {status.upper()} — {counts} — {elapsed}{rto} (run {event.run_id})")
         if data.get("rto_missed_by"):
             self.write(f"  RTO MISSED by {format_duration(data['rto_missed_by'])}")
+        for target, per in sorted(self.per_target.items()):
+            self.write(f"  {target}: " + ", ".join(f"{k}={v}" for k, v in sorted(per.items())))
         if data.get("message") and status != "completed":
             self.write(f"  {data['message']}")
 

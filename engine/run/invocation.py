@@ -67,23 +67,26 @@ class Invocation:
 
     def _plan(self, step, ref, action, args, shown, mutates, reason, touched) -> Unknown:
         """Plan instead of run: say what would change (or what would be checked, and why)."""
-        if step.no_log:
-            line = f"{step.action} {HIDDEN}"
-        elif reason == UNKNOWN_ARGS:
+        finding = None
+        if reason == UNKNOWN_ARGS:
             line = f"{describe_args(step.action, args)} ({UNKNOWN_ARGS})"
         else:
-            try:
+            try:  # a no_log step's plan still runs its pre-flight look-ups, shown hidden
                 line = self.plan_line(action, args, step)
-            except ActionError as exc:  # found before the incident: a finding
-                self.rt.emit(ev.STEP_STARTED, ref, {"action": step.action, "args": shown,
-                                                    "mutates": mutates, "planning": True})
-                return self.handle_failure(step, ref, f"plan: {exc}")
+            except ActionError as exc:  # found before the incident: a finding, still planned
+                line, finding = f"{step.action}: {exc}", str(exc)
+        if step.no_log:
+            line = f"{step.action} {HIDDEN}"
+            finding = finding and f"pre-flight probe failed, details {HIDDEN}"
+        if finding is not None:
+            where = f" on {ref['target']}" if ref.get("target") else ""
+            self.rt.policy.record_finding(step, finding, where)
         if reason and reason != UNKNOWN_ARGS:
             line = f"{reason}: {line}"
         if mutates:
             self.rt.policy.record_change(step, touched)
         unknown = first_unknown_text(args) if reason == UNKNOWN_ARGS else None
-        return self.handle_planned(step, ref, line, unknown, mutates, shown)
+        return self.handle_planned(step, ref, line, unknown, mutates, shown, finding)
 
     def bind(self, step: Step, ref: dict, scope: dict, deadline: float | None) -> None:
         """Tell the context which step runs in this thread: its deadline, the scope its
@@ -295,12 +298,12 @@ class Invocation:
         return value
 
     def handle_planned(self, step: Step, ref: dict, plan: str, unknown: str | None,
-                       mutates: bool, args: Any = None) -> Unknown:
+                       mutates: bool, args: Any = None, finding: str | None = None) -> Unknown:
         estimate = self.rt.policy.count_planned(step)
         self.rt.emit(ev.STEP_PLANNED, ref, {
             "action": step.action, "plan": plan, "args": args, "unknown": unknown,
             "mutates": mutates, "expected_duration": step.expected_duration,
-            **estimate_data(estimate),
+            **estimate_data(estimate), **({"finding": finding} if finding else {}),
             "checks": [f"would check: {' and '.join(c.that)} after '{step.label}'"
                        for c in step.verify]})
         return Unknown(step.register or step.id, step.id)

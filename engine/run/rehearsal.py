@@ -51,8 +51,8 @@ class LiveRun:
         """False: a failure stops the run unless the step ignores it or a rescue catches it."""
         return False
 
-    def record_finding(self, step, message: str) -> None:  # pragma: no cover - never called
-        raise AssertionError("a live run has no findings")
+    def record_finding(self, step, message: str, where: str = "") -> None:
+        raise AssertionError("a live run has no findings")  # a plan runs in rehearsals only
 
     def count_planned(self, step, conditional: bool = False) -> StepEstimate | None:
         return None
@@ -117,10 +117,10 @@ class Rehearsal(LiveRun):
         expects (a gate such as "the primary is down") and its real result is kept."""
         return not step.ignore_errors
 
-    def record_finding(self, step, message: str) -> None:
+    def record_finding(self, step, message: str, where: str = "") -> None:
         with self._lock:
-            self.findings.append({"step": step.id, "name": step.label, "message": message,
-                                  "at": str(step.pos)})
+            self.findings.append({"step": step.id, "name": step.label + where,
+                                  "message": message, "at": str(step.pos)})
 
     def count_planned(self, step, conditional: bool = False) -> StepEstimate:
         """Add a planned step to the estimate; one that may not run (a ``when`` only the
