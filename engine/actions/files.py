@@ -5,32 +5,25 @@ and ``stat`` run there: a dump is hashed where it lies, never copied to be hashe
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import stat
 
 from engine.actions.base import Action, ActionError, Context, Result
+from engine.checksums import digest_for, parse_sums, sha256_file_and_size
 from engine.actions.core import on_host, remote_result, where
 
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
-def sha256_of(path: str, chunk: int = 1 << 20) -> tuple[str, int]:
-    """Hex SHA-256 and size of a file, read in chunks."""
-    digest, size = hashlib.sha256(), 0
+def sha256_of(path: str) -> tuple[str, int]:
+    """Hex SHA-256 and size of a file, read in chunks; a clear error when it cannot be read."""
     try:
-        with open(path, "rb") as handle:
-            while block := handle.read(chunk):
-                digest.update(block)
-                size += len(block)
+        return sha256_file_and_size(path)
     except FileNotFoundError:
         raise ActionError(f"file not found: {path}") from None
     except IsADirectoryError:
         raise ActionError(f"is a directory, not a file: {path}") from None
     except PermissionError:
         raise ActionError(f"permission denied: {path}") from None
-    return digest.hexdigest(), size
 
 
 def expected_from_sumfile(sum_path: str, target: str) -> str:
@@ -44,22 +37,13 @@ def expected_from_sumfile(sum_path: str, target: str) -> str:
 
 def expected_from_sums(text: str, sum_path: str, target: str) -> str:
     """The checksum for ``target`` in the text of a ``sha256sum`` style file."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    entries = []
-    for line in lines:
-        parts = line.split(None, 1)
-        if parts and _HEX64.match(parts[0]):
-            name = parts[1].lstrip("*").strip() if len(parts) > 1 else ""
-            entries.append((parts[0].lower(), name))
+    entries = parse_sums(text)
     if not entries:
         raise ActionError(f"no SHA-256 checksum found in {sum_path}")
-    base = os.path.basename(target)
-    for digest, name in entries:
-        if name in (target, base) or os.path.basename(name) == base:
-            return digest
-    if len(entries) == 1:
-        return entries[0][0]
-    raise ActionError(f"{sum_path} lists no checksum for {base}")
+    digest = digest_for(entries, target)
+    if digest is None:
+        raise ActionError(f"{sum_path} lists no checksum for {os.path.basename(target)}")
+    return digest
 
 
 class Checksum(Action):

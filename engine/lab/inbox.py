@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from engine.errors import LabError
+from engine.lab.processes import pid_alive, terminate
 
 STARTUP_TIMEOUT = 20.0
 COMPONENTS = ["API", "Web App", "Database", "Background Jobs"]
@@ -193,7 +194,7 @@ def _wait_ready(config: dict, pid: int, log: Path) -> None:
     ports = [config["http_port"], *config["smtp_ports"].values()]
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not pid_alive(pid):
             raise LabError(f"the inbox exited at start; see {log}")
         if all(_listening(port) for port in ports):
             return
@@ -219,7 +220,7 @@ def down(lab, state: dict | None) -> list[str]:
             pid = None
     stopped = []
     if pid and _ours(pid):
-        _terminate(pid)
+        terminate(pid)
         stopped.append("inbox")
     pid_file.unlink(missing_ok=True)
     return stopped
@@ -230,28 +231,7 @@ def _ours(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return False
-    return "engine.lab.inbox" in cmdline and "serve" in cmdline and _alive(pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _terminate(pid: int, grace: float = 5.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.05)
-        if not _alive(pid):
-            return
+    return "engine.lab.inbox" in cmdline and "serve" in cmdline and pid_alive(pid)
 
 
 def status(state: dict) -> dict[str, dict]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from engine.errors import LabError
 from engine.lab.parts import LabContext
+from engine.lab.processes import pid_alive, terminate
 
 SSHD = "/usr/sbin/sshd"
 LAB_USER = "runbook-lab"
@@ -73,10 +73,10 @@ def down(lab: LabContext, state: dict | None) -> list[str]:
     pid = (state or {}).get("pid") or _pid_from_file(runtime / "sshd.pid")
     stopped = []
     if pid and _is_our_sshd(pid, runtime):
-        _terminate(pid)
+        terminate(pid)
         stopped.append("sshd")
     for session in _session_pids(runtime / "sshd.log"):
-        _terminate(session)  # a login still open (a client that kept its connection)
+        terminate(session)  # a login still open (a client that kept its connection)
     shutil.rmtree(runtime, ignore_errors=True)
     shutil.rmtree(lab.lab_dir / "ssh", ignore_errors=True)
     return stopped
@@ -209,7 +209,7 @@ def _wait_listening(port: int, pid: int, log: Path) -> None:
     while time.monotonic() < deadline:
         if _port_open(port):
             return
-        if not _alive(pid):
+        if not pid_alive(pid):
             raise LabError(f"sshd exited at start-up: {_log_tail(log)}")
         time.sleep(0.02)
     raise LabError(f"sshd is not listening on 127.0.0.1:{port} after {STARTUP_TIMEOUT:.0f} s")
@@ -236,21 +236,13 @@ def _pid_from_file(path: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _is_our_sshd(pid: int, runtime: Path) -> bool:
     """Only signal a pid whose command line names this lab's config (never another sshd)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
-    return _alive(pid) and str(runtime / "sshd_config") in cmdline
+    return pid_alive(pid) and str(runtime / "sshd_config") in cmdline
 
 
 def _session_pids(log: Path) -> list[int]:
@@ -267,19 +259,6 @@ def _session_pids(log: Path) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def _terminate(pid: int, grace: float = 3.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(0.02)
 
 
 def _log_tail(path: Path) -> str:
