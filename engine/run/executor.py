@@ -355,7 +355,7 @@ class Executor:
             return
         if self.guide.step_mode and not self.options.dry_run:
             with self._interruptible():
-                decision = self.guide.before_step(step, ref, self._preview(step, local))
+                decision = self.guide.before_step(step, ref, self._preview(step, local, ref))
             if decision == "skip":
                 self.emit(ev.STEP_SKIPPED, ref, {"reason": "skipped by the operator",
                                                  "value": skipped_value()})
@@ -367,13 +367,16 @@ class Executor:
             value = self._execute(step, local, ref)
             self._register(step, scope, value)
 
-    def _preview(self, step: Step, scope: dict) -> StepPreview:
+    def _preview(self, step: Step, scope: dict, ref: dict) -> StepPreview:
         """What step mode shows before a step: rendered arguments, plan, RTO budget."""
         cls = actions.get_action(step.action)
+        once = step.loop is None and step.target is None
         try:
-            args = self._render_args(step, cls, scope) if step.loop is None else step.args
-            plan = self._plan_line(cls(), args, step) if step.loop is None else (
-                f"{step.action} for each item of the loop")
+            args = self._render_args(step, cls, scope) if once else step.args
+            if once:
+                self._bind(step, ref, scope, deadline=None)
+            plan = self._plan_line(cls(), args, step) if once else (
+                f"{step.action} for each {'item of the loop' if step.loop is not None else 'target'}")
         except (TemplateFailure, UnknownValue) as exc:
             args, plan = step.args, f"(cannot render the arguments yet: {exc})"
         shown = HIDDEN if step.no_log else self.redactor.mask(args)
@@ -487,7 +490,6 @@ class Executor:
     def _execute(self, step: Step, scope: dict, ref: dict) -> Any:
         """Run (or plan) one invocation of a step's action; returns the registered value."""
         cls = actions.get_action(step.action)
-        mutates = cls.mutates if step.mutates is None else step.mutates
         try:
             args = self._render_args(step, cls, scope)
         except UnknownValue as unknown:
@@ -498,7 +500,9 @@ class Executor:
             return self._fail(step, ref, f"{step.pos}: {exc}")
         shown = HIDDEN if step.no_log else args
         action = cls()
+        mutates = cls.mutates_for(args) if step.mutates is None else step.mutates
         if self.options.dry_run and (mutates or _has_unknown(args)):
+            self._bind(step, ref, scope, deadline=None)  # a plan reads the step's target too
             plan = f"{step.action} {HIDDEN}" if step.no_log else self._plan_line(action, args, step)
             return self._planned(step, ref, plan, None, shown)
         while True:
@@ -581,10 +585,7 @@ class Executor:
         return value
 
     def _invoke(self, step: Step, ref: dict, action, args, scope: dict) -> dict:
-        deadline = time.monotonic() + step.timeout if step.timeout else None
-        target = ref.get("target")
-        self.ctx.bind_step(deadline, lambda expr: self.templar.truth(expr, scope), step, ref,
-                           self.scope["targets"].get(target) if target else None)
+        self._bind(step, ref, scope, time.monotonic() + step.timeout if step.timeout else None)
         start = time.monotonic()
         try:
             with self._interruptible():
@@ -610,6 +611,12 @@ class Executor:
         if step.mutates is False and result.changed:
             result = replace(result, changed=False)  # the author declared it a read-only probe
         return result_value(result, elapsed)
+
+    def _bind(self, step: Step, ref: dict, scope: dict, deadline: float | None) -> None:
+        """Tell the context which step, scope and inventory target the action acts on."""
+        target = ref.get("target")
+        self.ctx.bind_step(deadline, lambda expr: self.templar.truth(expr, scope), step, ref,
+                           self.scope["targets"].get(target) if target else None)
 
     def _attempt_problem(self, step: Step, value: dict, scope: dict) -> str | None:
         if step.until is None:
@@ -642,7 +649,7 @@ class Executor:
             if failed is None:
                 self.emit(ev.VERIFY_PASSED, ref, {"that": list(check.that)})
                 return None
-            if tries >= check.retries or (action.mutates and step.mutates is not False):
+            if tries >= check.retries or (action.mutates_for(args) and step.mutates is not False):
                 break
             tries += 1
             with self._interruptible():
