@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import logging
 import os
 import secrets
 import signal
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from functools import lru_cache
 from pathlib import Path
 
 from engine.errors import LabError
@@ -95,6 +97,7 @@ def serve(port: int, pidfile: Path) -> None:
     from moto.server import ThreadedMotoServer
 
     aws_like_moto()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one log line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     stop = threading.Event()
@@ -149,13 +152,16 @@ def _answers(url: str) -> bool:
 # The world
 # --------------------------------------------------------------------------
 
+@lru_cache(maxsize=4)
 def _clients(endpoint_url: str, access_key_id: str, secret_access_key: str):
+    """``client(service, region)`` for the server, each client made once (seeding again
+    after a reset, as the tests do, then costs no model loading)."""
     import boto3
 
     session = boto3.session.Session(aws_access_key_id=access_key_id,
                                     aws_secret_access_key=secret_access_key)
-    return lambda service, region: session.client(service, region_name=region,
-                                                  endpoint_url=endpoint_url)
+    return lru_cache(maxsize=None)(lambda service, region: session.client(
+        service, region_name=region, endpoint_url=endpoint_url))
 
 
 def seed_world(endpoint_url: str, access_key_id: str = "AKIALABEXAMPLE",

@@ -2,8 +2,8 @@
 
 Loaded for every test as a pytest plugin (``tests/conftest.py``).
 
-``moto_server`` starts one ``ThreadedMotoServer`` on 127.0.0.1 per session (with the
-lab's AWS-like promote, ``engine.lab.aws.aws_like_moto``) and, for the session, takes
+``moto_server`` starts one moto server on 127.0.0.1 per session (the lab's own,
+with its AWS-like promote: ``engine.lab.aws``) and, for the session, takes
 every ``AWS_*`` variable and the user's ``~/.aws`` files out of the environment so a
 developer's real credentials or profile can never be used. ``aws_world`` resets the
 server (``POST /moto-api/reset``), seeds the world again and writes an inventory with
@@ -12,14 +12,19 @@ action data cases (``service: aws``).
 """
 from __future__ import annotations
 
-import logging
 import os
 import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
 import urllib.request
 from dataclasses import dataclass, field
 
 import pytest
 import yaml
+from helpers.run import REPO
 
 CLEARED_ENV = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
@@ -114,20 +119,52 @@ def aws_clean_env(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def moto_server(aws_clean_env) -> MotoServer:
-    """One moto server for the session (started in about 0.2 s)."""
+def moto_server(aws_clean_env, tmp_path_factory) -> MotoServer:
+    """One moto server for the session, in a process of its own (the lab's
+    ``python -m engine.lab.aws serve``): it works on the second core instead of
+    competing with the tests for this interpreter's lock."""
     _require_moto()
-    from moto.server import ThreadedMotoServer
+    from engine.lab.aws import _answers
 
-    from engine.lab.aws import aws_like_moto
+    port = _free_port()
+    home = tmp_path_factory.mktemp("moto")
+    pidfile, log = home / "moto.pid", home / "moto.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO),
+           "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}  # 1-2 s per reset otherwise; images unused
+    process = subprocess.Popen([sys.executable, "-m", "engine.lab.aws", "serve", "--port", str(port),
+                                "--pidfile", str(pidfile)], env=env, stdin=subprocess.DEVNULL,
+                               stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                               preexec_fn=_die_with_parent)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while not _answers(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the moto server did not start: {log.read_text()[-500:]}")
+        time.sleep(0.1)
+    yield MotoServer(url)
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
-    aws_like_moto()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield MotoServer(f"http://{host}:{port}")
-    server.stop()
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when this test process dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 @pytest.fixture
