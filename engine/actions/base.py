@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 from engine.errors import ActionError
 
@@ -201,6 +201,22 @@ class Action:
 
     def run(self, args: dict, ctx: Context) -> Result:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @classmethod
+    def mutates_for(cls, args: Any) -> bool:
+        """Whether this invocation changes something: ``mutates`` unless the action's
+        effect depends on its arguments (``aws.call`` of a ``Describe*`` operation is a
+        read-only probe). ``args`` are rendered, or the step's raw arguments on resume
+        (templates unrendered: answer conservatively). The step's ``mutates:`` wins."""
+        return cls.mutates
+
+    @classmethod
+    def literal_arg_errors(cls, args: Any) -> Iterable[tuple[tuple, str]]:
+        """Problems in a step's arguments that JSON Schema cannot express, found by
+        ``runbook validate`` (called only when the arguments passed ``args_schema``).
+        Yields ``(path inside args, message)``; values that still hold templates are
+        known only at run time and must be skipped."""
+        return ()
 
     @classmethod
     def summary(cls) -> str:

@@ -40,7 +40,7 @@ def plan_undecided_group(rt: Runtime, group: Step, unknown: UnknownValue) -> Non
 def mutates(step: Step) -> bool:
     if step.mutates is not None:
         return step.mutates
-    return bool(step.action) and actions.get_action(step.action).mutates
+    return bool(step.action) and actions.get_action(step.action).mutates_for(step.args)
 
 
 def walk_actions(step: Step, with_rescue: bool = True):

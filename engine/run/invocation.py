@@ -42,15 +42,17 @@ class Invocation:
 
     def execute(self, step: Step, scope: dict, ref: dict) -> Any:
         cls = actions.get_action(step.action)
-        mutates = cls.mutates if step.mutates is None else step.mutates
         try:
             args = self.render_args(step, cls, scope)
         except UnknownValue as unknown:
+            mutates = cls.mutates_for(step.args) if step.mutates is None else step.mutates
             return self.handle_planned(step, ref, f"{step.action}: {UNKNOWN_ARGS} "
                                        f"({unknown.unknown})", str(unknown.unknown), mutates)
         except TemplateFailure as exc:
             self.rt.emit(ev.STEP_STARTED, ref, {"action": step.action})
             return self.handle_failure(step, ref, f"{step.pos}: {exc}")
+        # an action whose effect depends on its arguments (aws.call Describe*) says so
+        mutates = cls.mutates_for(args) if step.mutates is None else step.mutates
         self._treat_as_secrets(cls, args)
         shown = shown_args(step, cls, args)
         action = cls()
@@ -241,7 +243,7 @@ class Invocation:
             if failed is None:
                 self.rt.emit(ev.VERIFY_PASSED, ref, {"that": list(check.that)})
                 return None
-            if tries >= check.retries or (action.mutates and step.mutates is not False):
+            if tries >= check.retries or (action.mutates_for(args) and step.mutates is not False):
                 break
             tries += 1
             self._wait(check.delay)

@@ -171,7 +171,7 @@ def _decide_in_doubt(runbook: Runbook, state: ReplayState, request: ResumeReques
         if step is None or not step.action:
             continue
         cls = actions.get_action(step.action)
-        mutates = cls.mutates if step.mutates is None else step.mutates
+        mutates = cls.mutates_for(step.args) if step.mutates is None else step.mutates
         if not mutates or step.idempotent or getattr(cls, "idempotent", False):
             decision, why = "rerun", "read-only" if not mutates else (
                 "idempotent" if step.idempotent else f"idempotent ({step.action})")

@@ -320,11 +320,15 @@ class _Compiler:
 
     def _check_args(self, action: str, args: Any, path: tuple) -> None:
         cls = actions.get_action(action)
-        for error in arg_validator(cls).iter_errors(args):
+        schema_errors = list(arg_validator(cls).iter_errors(args))
+        for error in schema_errors:
             if _is_templated(error.instance):
                 continue  # known only at run time; checked again after rendering
             sub = path + tuple(error.absolute_path)
             self.errors += list(_arg_errors(self.doc, action, sub, error))
+        if not schema_errors:  # the action's own checks may rely on the schema's shape
+            for sub, message in cls.literal_arg_errors(args):
+                self.errors.append(self.doc.error(path + tuple(sub), f"{action}: {message}"))
 
     def verifications(self, raw: Any, path: tuple) -> tuple[Verify, ...]:
         if not isinstance(raw, list):
