@@ -381,7 +381,18 @@ _add_commands()
 
 
 def main() -> None:
-    cli(prog_name="runbook")
+    try:
+        cli(prog_name="runbook")
+    finally:
+        _flush_quietly()
+
+
+def _flush_quietly() -> None:
+    """The interpreter's last flush of stdout must not turn a closed pipe into an error."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        _reader_went_away()
 
 
 if __name__ == "__main__":  # pragma: no cover
