@@ -157,10 +157,19 @@ def _rollback(events: list, steps: list) -> list[dict]:
 
 
 def _resumes(events: list) -> list[dict]:
-    return [{"ts": e.ts, "operator": e.operator, "in_doubt": e.data.get("in_doubt") or [],
+    return [{"ts": e.ts, "operator": e.operator,
+             "in_doubt": [_in_doubt(d) for d in e.data.get("in_doubt") or []],
              "changes": e.data.get("changes") or [],
              "allow_changed": bool(e.data.get("allow_changed"))}
             for e in events if e.type == ev.RUN_RESUMED]
+
+
+def _in_doubt(entry) -> str:
+    """``slow: rerun (idempotent)`` from the resume's record of a step in doubt."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    why = f" ({entry['why']})" if entry.get("why") else ""
+    return f"{entry.get('step', '?')}: {entry.get('decision', '?')}{why}"
 
 
 def _journal(events: list, verification) -> dict:

@@ -22,6 +22,7 @@ def environment():
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                              undefined=jinja2.StrictUndefined)
     env.filters.update(dur=format_duration, clock=clock, day=day, cell=cell, yaml=as_yaml,
+                       oneline=oneline,
                        tojson_pretty=lambda value: json.dumps(value, indent=2,
                                                               ensure_ascii=False, default=str))
     return env
@@ -64,6 +65,18 @@ def as_yaml(value) -> str:
         return ""
     return yaml.safe_dump(value, default_flow_style=False, sort_keys=False, allow_unicode=True,
                           width=88).rstrip()
+
+
+def oneline(value, limit: int = 160) -> str:
+    """Arguments on one line (YAML flow style), cut with an ellipsis when long."""
+    import yaml
+
+    if value is None:
+        return ""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000,
+                          allow_unicode=True).strip()
+    text = text[:-4].strip() if text.endswith("\n...") else text.removesuffix("...").strip()
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def junit(report: dict) -> str:

@@ -66,7 +66,7 @@ def _started(step, event, data) -> None:
 
 def _ended(step, event, data) -> None:
     step["ended"] = event.ts
-    if event.type not in (ev.STEP_SKIPPED, ev.STEP_PAUSED):
+    if event.type not in (ev.STEP_SKIPPED, ev.STEP_PAUSED, ev.STEP_PLANNED):
         step["attempts"] += data.get("attempts", 1)
     step["duration"] = data.get("elapsed", step["duration"])
     step["expected"] = data.get("expected_duration") or step["expected"]
