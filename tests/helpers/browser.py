@@ -58,7 +58,7 @@ class LivePage:
         import time
         import urllib.request
 
-        websocket = pytest.importorskip("websocket")  # websocket-client
+        import websocket  # websocket-client: installed with kubernetes, a core dependency
         self._profile = tempfile.TemporaryDirectory(prefix="chromium-")
         self.proc = subprocess.Popen([chromium(), *FLAGS, f"--user-data-dir={self._profile.name}",
                                       "--remote-debugging-port=0", self.url],
