@@ -13,6 +13,7 @@ from datetime import datetime
 
 import click
 
+from engine.cli.options import state_options as _state_options
 from engine.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EngineError
 
 EXIT_CRASH = 70
@@ -57,14 +58,6 @@ def _write_crash_report() -> str:
     with os.fdopen(fd, "w") as handle:
         traceback.print_exc(file=handle)
     return path
-
-
-def _state_options(fn):
-    """--state-dir and --state-url, shared by every command that reads or writes runs."""
-    fn = click.option("--state-url", envvar="RUNBOOK_STATE_URL",
-                      help="postgresql://... : keep runs in a shared PostgreSQL table.")(fn)
-    return click.option("--state-dir", envvar="RUNBOOK_STATE_DIR", type=click.Path(),
-                        help="Where runs are kept (default ./.runbook).")(fn)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -279,20 +272,6 @@ def approve(run_id, step, operator, comment, state_dir, state_url) -> None:
 
 
 @cli.command()
-@click.argument("run_id")
-@click.option("--format", "fmt", type=click.Choice(["md", "html", "json", "junit"]), default="md",
-              help="md (default), html, json or junit (for CI drills).")
-@_state_options
-def report(run_id, fmt, state_dir, state_url) -> None:
-    """Write a run's report for the post-mortem, from its journal."""
-    from engine.reports.run_report import build_report, render
-    from engine.journal.store import open_store
-
-    store = open_store(state_dir, state_url)
-    click.echo(render(build_report(store.summary(run_id), store.events(run_id)), fmt), nl=False)
-
-
-@cli.command()
 @click.argument("runbook", type=click.Path())
 def docs(runbook) -> None:
     """Print a runbook as a markdown checklist (for a printed binder)."""
@@ -393,17 +372,30 @@ def _describe_action(cls) -> str:
     return "\n".join(lines)
 
 
-def _add_lab() -> None:
+def _add_commands() -> None:
     from engine.cli.lab import lab
+    from engine.cli.reports import history, report, serve
 
-    cli.add_command(lab)
+    for command in (lab, report, history, serve):
+        cli.add_command(command)
 
 
-_add_lab()
+_add_commands()
 
 
 def main() -> None:
-    cli(prog_name="runbook")
+    try:
+        cli(prog_name="runbook")
+    finally:
+        _flush_quietly()
+
+
+def _flush_quietly() -> None:
+    """The interpreter's last flush of stdout must not turn a closed pipe into an error."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        _reader_went_away()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,9 +49,18 @@ class Terminal:
 
             self._console = Console(file=self.stdout, highlight=False)
 
-    def show(self, text: str) -> None:
+    def show(self, text: str, style: str | None = None) -> None:
+        if self._console is not None and style:
+            self._console.print(text, style=style, markup=False, soft_wrap=True)
+            return
         self.stdout.write(text + "\n")
         self.stdout.flush()
+
+    @property
+    def width(self) -> int:
+        import shutil
+
+        return shutil.get_terminal_size((100, 24)).columns if self._console else 100
 
     def markdown(self, text: str) -> None:
         if self._console is not None:
@@ -68,6 +77,31 @@ class Terminal:
         if not line:
             raise RunPaused("the operator's terminal closed (end of input)")
         return line.strip()
+
+
+def args_lines(args: Any, width: int) -> list[str]:
+    """Step mode's arguments: YAML (already masked), long values wrapped at word boundaries."""
+    import yaml
+
+    if args in (None, {}, []):
+        return []
+    if isinstance(args, str):
+        return [f"            {line}" for line in wrapped(args, width, 12)]
+    text = yaml.safe_dump(args, default_flow_style=False, sort_keys=False,
+                          allow_unicode=True, width=10_000).rstrip()
+    lines = []
+    for line in text.splitlines():
+        indent = 12 + len(line) - len(line.lstrip())
+        for index, part in enumerate(wrapped(line.strip(), width, indent)):
+            lines.append(" " * (indent + (2 if index else 0)) + part)
+    return lines
+
+
+def wrapped(text: str, width: int, indent: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(str(text), max(width - indent - 2, 20), break_long_words=False,
+                         break_on_hyphens=False) or [""]
 
 
 def load_answers(path: str | None) -> dict | None:
@@ -207,14 +241,19 @@ class Guide:
     def _show_header(self, step, preview: StepPreview) -> None:
         terminal = self.terminal
         terminal.show("")
-        terminal.show(f"[{preview.index}/{preview.total}] {step.label}")
+        terminal.show(f"[{preview.index}/{preview.total}] {step.label}", "bold")
         if step.description:
             terminal.markdown(step.description)
-        terminal.show(f"  action:   {preview.action} {preview.args}")
-        terminal.show(f"  plan:     {preview.plan}")
+        terminal.show(f"  action:   {preview.action}")
+        for line in args_lines(preview.args, terminal.width):
+            terminal.show(line)
+        for index, line in enumerate(wrapped(preview.plan, terminal.width, 12)):
+            terminal.show(("  plan:     " if index == 0 else " " * 12) + line, "cyan")
         if preview.expected:
             terminal.show(f"  expected: {format_duration(preview.expected)}")
-        terminal.show("  " + self.rto_clock(preview.remaining_expected))
+        clock = self.rto_clock(preview.remaining_expected)
+        terminal.show("  " + clock, "bold red" if "RTO EXCEEDED" in clock
+                      else "bold yellow" if "WARNING" in clock else None)
 
     def rto_clock(self, remaining_expected: float) -> str:
         elapsed = time.time() - self.run_started

@@ -6,6 +6,7 @@ stay readable and cheap.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -13,11 +14,14 @@ from engine.journal import events as ev
 from engine.journal.events import Event
 from engine.durations import format_duration
 from engine.timestamps import epoch
+from engine.reporters.live_line import LiveLine
 
 STYLES = {"ok": "green", "changed": "yellow", "skipped": "cyan", "failed": "bold red",
           "would change": "magenta", "would run if": "magenta", "would check": "blue",
           "finding": "bold yellow", "ignored": "red", "retry": "yellow", "notified": "green",
           "notify failed": "bold red", "would notify": "magenta"}
+#: steps that talk to the operator on the terminal themselves: no live line over their prompts
+OPERATOR_ACTIONS = frozenset({"manual", "approve"})
 #: where a plan row's time comes from: earlier runs, the author, a default, this rehearsal
 _SOURCE_TAGS = {"median": "history", "author's estimate": "author", "default": "default"}
 MESSAGE_WIDTH = 160  # longer messages are cut (with an ellipsis), never dropped
@@ -38,6 +42,8 @@ class ConsoleReporter:
         self.rto: float | None = None
         self.started = time.monotonic()
         self.dry_run = False
+        self.lock = threading.RLock()   # the live line's thread prints too
+        self.live = LiveLine(self)
 
     # --- output ---
     def _line(self, status: str, text: str, suffix: str = "") -> None:
@@ -47,7 +53,8 @@ class ConsoleReporter:
 
             style = STYLES.get(status, "")
             self._console.print(f"[{style}]{escape(tag)}[/] {escape(text)}"
-                                + (f" [dim]{escape(suffix)}[/]" if suffix else ""))
+                                + (f" [{self._clock_style()}]{escape(suffix)}[/]"
+                                   if suffix else ""))
         else:
             self.stream.write(f"{tag} {text}{'  ' + suffix if suffix else ''}\n")
             self.stream.flush()
@@ -56,9 +63,21 @@ class ConsoleReporter:
         elapsed = format_duration(time.monotonic() - self.started)
         return f"[{elapsed} of RTO {format_duration(self.rto)}]" if self.rto else f"[{elapsed}]"
 
-    def write(self, text: str) -> None:
+    def _clock_style(self) -> str:
+        """Dim while well within the RTO; yellow past 80 % of it; red once it is exceeded."""
+        if not self.rto:
+            return "dim"
+        used = (time.monotonic() - self.started) / self.rto
+        return "bold red" if used > 1 else "yellow" if used > 0.8 else "dim"
+
+    def clock_text(self):
+        from rich.text import Text
+
+        return Text(self._clock(), style=self._clock_style())
+
+    def write(self, text: str, style: str | None = None) -> None:
         if self._console is not None:
-            self._console.print(text, markup=False)
+            self._console.print(text, markup=False, style=style)
         else:
             self.stream.write(text + "\n")
             self.stream.flush()
@@ -68,11 +87,15 @@ class ConsoleReporter:
         handler = getattr(self, "on_" + event.type.replace(".", "_"), None)
         if handler is None or self.closed:
             return
-        try:
-            handler(event)
-        except (BrokenPipeError, ValueError):
-            # The reader went away (``| head``): the run goes on, the journal keeps everything.
-            self.closed = True
+        with self.lock:
+            try:
+                if event.type in ev.STEP_ENDS and event.step:
+                    self.live.ended(_key(event.step))
+                handler(event)
+            except (BrokenPipeError, ValueError):
+                # The reader went away (``| head``): the run goes on, the journal keeps all.
+                self.closed = True
+                self.live.close()
 
     closed = False
 
@@ -87,7 +110,7 @@ class ConsoleReporter:
                 self.started = time.monotonic() - (time.time() - epoch(data["run_started"]))
         name = data.get("runbook", {}).get("name", "")
         self.write(f"{mode} '{name}' — run {event.run_id} by {event.operator}"
-                   + (f", RTO {format_duration(self.rto)}" if self.rto else ""))
+                   + (f", RTO {format_duration(self.rto)}" if self.rto else ""), "bold")
         sources = data.get("input_sources") or {}
         if sources:
             shown = ", ".join(f"{k}={_shortened(str(v))[:40]} ({sources.get(k, '?')})"
@@ -95,6 +118,10 @@ class ConsoleReporter:
             self.write(f"Inputs: {shown}")
 
     on_run_resumed = on_run_started
+
+    def on_step_started(self, event: Event) -> None:
+        if event.data.get("action") not in OPERATOR_ACTIONS and event.step:
+            self.live.started(_key(event.step), self._label(event))
 
     def _label(self, event: Event) -> str:
         step = event.step or {}
@@ -155,6 +182,8 @@ class ConsoleReporter:
                                            .split(" of ")[0], "")))
 
     def on_step_retry(self, event: Event) -> None:
+        if event.step:
+            self.live.retried(_key(event.step))
         self._line("retry", f"{self._label(event)} — attempt {event.data.get('attempt')} "
                             f"failed: {event.data.get('message', '')}")
 
@@ -183,21 +212,23 @@ class ConsoleReporter:
     on_run_failed = on_run_interrupted = on_run_aborted = on_run_paused = on_run_completed
 
     def _recap(self, event: Event) -> None:
+        self.live.close()
         data = event.data
         if self.dry_run and self.plan:
             self._plan_table(data)
         findings = data.get("findings") or []
         if findings:
-            self.write(f"\nFindings ({len(findings)}):")
+            self.write(f"\nFindings ({len(findings)}):", "bold yellow")
             for finding in findings:
                 self.write(f"  - {finding['name']} ({finding['at']}): {finding['message']}")
         counts = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items())) or "no steps"
         elapsed = format_duration(data.get("elapsed"))
         rto = f" of RTO {format_duration(self.rto)}" if self.rto else ""
         status = data.get("status", event.type.split(".")[1])
-        self.write(f"\nRecap: {status.upper()} — {counts} — {elapsed}{rto} (run {event.run_id})")
+        self.write(f"\nRecap: {status.upper()} — {counts} — {elapsed}{rto} (run {event.run_id})",
+                   RECAP_STYLES.get(status, "bold"))
         if data.get("rto_missed_by"):
-            self.write(f"  RTO MISSED by {format_duration(data['rto_missed_by'])}")
+            self.write(f"  RTO MISSED by {format_duration(data['rto_missed_by'])}", "bold red")
         for target, per in sorted(self.per_target.items()):
             self.write(f"  {target}: " + ", ".join(f"{k}={v}" for k, v in sorted(per.items())))
         if data.get("message") and status != "completed":
@@ -220,8 +251,18 @@ class ConsoleReporter:
             verdict = f" against RTO {format_duration(self.rto)}{verdict}"
         sources = ", ".join(f"{k}: {v}" for k, v in sorted((data.get("estimate_sources")
                                                             or {}).items()))
+        over = bool(self.rto) and estimate > self.rto
         self.write(f"  Estimated time to recovery: {total}{verdict}"
-                   + (f" (steps by source — {sources})" if sources else ""))
+                   + (f" (steps by source — {sources})" if sources else ""),
+                   "bold red" if over else "bold")
+
+
+RECAP_STYLES = {"completed": "bold green", "failed": "bold red", "aborted": "bold red",
+                "paused": "bold yellow", "interrupted": "bold yellow"}
+
+
+def _key(step: dict) -> str:
+    return (step.get("id", "") + f"@{step.get('target', '')}" + f"#{step.get('item', '')}")
 
 
 def _shortened(message: str) -> str:

@@ -70,7 +70,7 @@ def test_a_check_of_what_a_planned_step_changes_is_planned_not_run(workdir):
     done = _dry_run(workdir)
     assert ("would check  Probe that only a real run makes true: would check after 'Create a "
             "file with touch' (which this rehearsal only plans): "
-            f"file.exists path='{workdir}/created-by-command'") in done.stdout
+            f"check that {workdir}/created-by-command is present") in done.stdout
 
 
 def test_a_failing_read_only_step_is_a_finding_and_the_rehearsal_goes_on(workdir):
