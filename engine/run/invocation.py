@@ -21,6 +21,9 @@ from engine.unknowns import UNKNOWN_MARK, Unknown, UnknownValue, contains_unknow
 
 HIDDEN = "<hidden: no_log>"
 SENSITIVE = "***"
+#: how a plan says its step would change nothing (``no change: already 5``): later
+#: read-only steps on the same things then see the real state and run
+NO_CHANGE = "no change"
 
 
 class StepFailed(Exception):
@@ -66,18 +69,32 @@ class Invocation:
 
     def _plan(self, step, ref, action, args, shown, mutates, reason, touched) -> Unknown:
         """Plan instead of run: say what would change (or what would be checked, and why)."""
+        refusal = None
         if step.no_log:
             line = f"{step.action} {HIDDEN}"
         elif reason == UNKNOWN_ARGS:
             line = f"{describe_args(step.action, args)} ({UNKNOWN_ARGS})"
         else:
-            line = self.plan_line(action, args, step)
+            line, refusal = self.plan_or_refusal(action, args, step)
         if reason and reason != UNKNOWN_ARGS:
             line = f"{reason}: {line}"
-        if mutates:
+        finding = refusal is not None and self._refusal_is_finding(step, touched, refusal)
+        if refusal is not None and not finding:
+            line = f"{line} (may hold after '{self.rt.policy.changed_by(touched)}', " \
+                   "which this rehearsal only plans)"
+        if mutates and not line.startswith(NO_CHANGE):
             self.rt.policy.record_change(step, touched)
         unknown = first_unknown_text(args) if reason == UNKNOWN_ARGS else None
-        return self.handle_planned(step, ref, line, unknown, mutates, shown)
+        return self.handle_planned(step, ref, line, unknown, mutates, shown, finding)
+
+    def _refusal_is_finding(self, step, touched: set[str], refusal: str) -> bool:
+        """A plan the service refused (a 404, a forbidden namespace, an invalid field) is a
+        finding before the incident — unless an earlier planned step changes what this one
+        touches (it creates the object, say): then only the real run can tell."""
+        if self.rt.policy.changed_by(touched) is not None:
+            return False
+        self.rt.policy.record_finding(step, refusal)
+        return True
 
     def _touched(self, action, args) -> set[str]:
         try:
@@ -129,13 +146,17 @@ class Invocation:
                                  if args.get(k) not in (None, ""))
 
     def plan_line(self, action, args, step: Step) -> str:
+        return self.plan_or_refusal(action, args, step)[0]
+
+    def plan_or_refusal(self, action, args, step: Step) -> tuple[str, str | None]:
+        """The plan line, and the ActionError's text when the plan was refused."""
         try:
             with self.rt.interruptible():  # a plan may do slow read-only look-ups
-                return one_line(action.plan(args, self.rt.ctx))
+                return one_line(action.plan(args, self.rt.ctx)), None
         except ActionError as exc:
-            return f"{step.action}: {exc}"
+            return f"{step.action}: {one_line(str(exc))}", one_line(str(exc))
         except Exception as exc:  # a plan must never end a rehearsal
-            return f"{step.action} (plan unavailable: {type(exc).__name__})"
+            return f"{step.action} (plan unavailable: {type(exc).__name__})", None
 
     # --- attempts ---
     def _attempts(self, step: Step, ref: dict, action, args, scope: dict) -> Any:
@@ -169,8 +190,8 @@ class Invocation:
     def _invoke(self, step: Step, ref: dict, action, args, scope: dict) -> dict:
         deadline = time.monotonic() + step.timeout if step.timeout else None
         ctx = self.rt.ctx
-        ctx.bind_step(deadline, lambda expr: self.rt.templar.truth(expr, scope), step, ref,
-                      self.rt.target_settings(ref))
+        ctx.bind_step(deadline, lambda expr, extra=None: self.rt.templar.truth(
+            expr, {**scope, **extra} if extra else scope), step, ref, self.rt.target_settings(ref))
         start = time.monotonic()
         try:
             with self.rt.interruptible():
@@ -279,12 +300,12 @@ class Invocation:
         return value
 
     def handle_planned(self, step: Step, ref: dict, plan: str, unknown: str | None,
-                       mutates: bool, args: Any = None) -> Unknown:
+                       mutates: bool, args: Any = None, finding: bool = False) -> Unknown:
         estimate = self.rt.policy.count_planned(step)
         self.rt.emit(ev.STEP_PLANNED, ref, {
             "action": step.action, "plan": plan, "args": args, "unknown": unknown,
             "mutates": mutates, "expected_duration": step.expected_duration,
-            **estimate_data(estimate),
+            **({"finding": True} if finding else {}), **estimate_data(estimate),
             "checks": [f"would check: {' and '.join(c.that)} after '{step.label}'"
                        for c in step.verify]})
         return Unknown(step.register or step.id, step.id)
