@@ -134,7 +134,10 @@ class KubeCluster:
         try:
             self._dynamic = dynamic.DynamicClient(self._api, cache_file=cache_file)
         except Exception as exc:
-            raise self.failure(f"discovery on {configuration.host}", exc) from None
+            reason = describe_error(exc, configuration.host)
+            if not reason.startswith("cannot reach"):
+                reason = f"discovery on {configuration.host}: {reason}"
+            raise ActionError(self.mask(reason)) from None
 
     def _configuration(self):
         from kubernetes import client, config
@@ -158,11 +161,15 @@ class KubeCluster:
     def _remember_credentials(self, configuration) -> None:
         """Use the target's token over the kubeconfig's user; mask whichever is used."""
         if self.settings.token:
-            configuration.api_key = {"authorization": f"Bearer {self.settings.token}"}
-        bearer = (configuration.api_key or {}).get("authorization", "")
-        token = bearer.split(" ", 1)[1] if bearer.startswith("Bearer ") else bearer
-        if token and token not in self.secrets:
-            self.secrets.append(token)
+            bearer = f"Bearer {self.settings.token}"
+            # client 36 reads "BearerToken", earlier ones "authorization"; the kubeconfig's
+            # refresh hook would put the kubeconfig user's token back before each request
+            configuration.api_key = {"BearerToken": bearer, "authorization": bearer}
+            configuration.refresh_api_key_hook = None
+        for value in (configuration.api_key or {}).values():
+            token = str(value).split(" ", 1)[1] if str(value).startswith("Bearer ") else str(value)
+            if token and token not in self.secrets:
+                self.secrets.append(token)
         if configuration.password:
             self.secrets.append(configuration.password)
 

@@ -141,13 +141,25 @@ def _promote(obj: dict, instance: str) -> None:
 
 def reconcile_application(log: Log) -> Callable[[KubeApi, dict], None]:
     def reconcile(api: KubeApi, obj: dict) -> None:
-        spec, status = obj.get("spec") or {}, obj.get("status") or {}
-        automated = (spec.get("syncPolicy") or {}).get("automated") is not None
-        out_of_sync = (status.get("sync") or {}).get("status") != "Synced"
-        operation = obj.get("operation")
-        if operation or (automated and out_of_sync):
-            _sync(api, obj, operation or {"sync": {}, "initiatedBy": {"automated": True}}, log)
+        if _requested_sync(obj) is None:
+            return
+        # events queue up while a sync runs: decide again on the object as it is now
+        fresh = api.get_or_none(_path(obj, "applications"))
+        operation = _requested_sync(fresh) if fresh else None
+        if operation is not None:
+            _sync(api, fresh, operation, log)
     return reconcile
+
+
+def _requested_sync(obj: dict) -> dict | None:
+    """The operation to run: the one asked for, or an automated sync of an OutOfSync app."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    if obj.get("operation"):
+        return obj["operation"]
+    automated = (spec.get("syncPolicy") or {}).get("automated") is not None
+    if automated and (status.get("sync") or {}).get("status") != "Synced":
+        return {"sync": {}, "initiatedBy": {"automated": True}}
+    return None
 
 
 def _sync(api: KubeApi, obj: dict, operation: dict, log: Log) -> None:

@@ -139,9 +139,13 @@ class Located:
 
 def locate(ctx, ref: ObjectRef) -> Located:
     """Find the step's kind on its cluster (discovery) and the namespace it acts in."""
-    cluster = cluster_for(ctx)
-    resource = cluster.resource(ref.kind, ref.api_version, WELL_KNOWN.get(canonical_kind(ref.kind)))
-    namespace = (ref.namespace or cluster.default_namespace) if resource.namespaced else None
+    try:
+        cluster = cluster_for(ctx)
+        resource = cluster.resource(ref.kind, ref.api_version,
+                                    WELL_KNOWN.get(canonical_kind(ref.kind)))
+        namespace = (ref.namespace or cluster.default_namespace) if resource.namespaced else None
+    except ActionError as exc:  # no cluster, no such kind: say which object was asked for
+        raise ActionError(f"{ref.shown()}: {exc}") from None
     return Located(cluster, resource, ref, namespace)
 
 
