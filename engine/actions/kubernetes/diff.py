@@ -24,6 +24,8 @@ _NOISE_METADATA = ("resourceVersion", "generation", "managedFields", "creationTi
 _TIMESTAMP_KEYS = ("Time", "Timestamp", "time", "timestamp")
 _ABSENT = object()
 _SHOWN_CHANGES = 3
+#: fields the server takes but never shows: a Secret's stringData becomes data
+_WRITE_ONLY = ("stringData",)
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,8 @@ def _dropped(patch: dict, result: Any, path: str, missing: list[str]) -> None:
             continue  # strategic-merge directives
         if not value:
             continue  # a deletion (null), or a zero value the answer omits (``paused: false``)
+        if not path and key in _WRITE_ONLY:
+            continue
         here = _join(path, key)
         if not isinstance(result, dict) or key not in result:
             missing.append(here)
