@@ -7,7 +7,7 @@ inventory); without one, the default kubeconfig (``$KUBECONFIG`` or
 imported only here, inside functions, when a step first talks to a cluster.
 
 Every kind, custom resources included, is found through the server's discovery
-(the dynamic client), cached per server in the run's state dir. Every request
+(the dynamic client), cached per server in the run's directory. Every request
 carries a timeout bounded by the step's deadline. Every failure becomes one
 ``ActionError`` line naming what was asked (:func:`failure`), never a
 traceback; the bearer token is masked in it and added to the run's redactor.
