@@ -122,6 +122,8 @@ class KubeCluster:
 
         configuration = self._configuration()
         configuration.retries = 1  # urllib3's 3 retries would triple every refused connection
+        if not configuration.verify_ssl:
+            _quiet_insecure_warnings()  # the kubeconfig asked for it; kubectl does not warn either
         self._api = client.ApiClient(configuration)
         # The server names a patch's field manager after the user agent's product:
         # "runbook", not the generator's "OpenAPI-Generator"
@@ -332,6 +334,14 @@ def _network_reason(exc: BaseException) -> str:
     if "Name or service not known" in text or "nodename nor servname" in text:
         return "unknown host"
     return " ".join(text.split())[:200]
+
+
+def _quiet_insecure_warnings() -> None:
+    import warnings
+
+    from urllib3.exceptions import InsecureRequestWarning
+
+    warnings.filterwarnings("ignore", category=InsecureRequestWarning)
 
 
 def _names(resource) -> set[str]:

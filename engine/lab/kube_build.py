@@ -358,8 +358,11 @@ def _build_lock(cache_dir: Path) -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Everything a machine needs to start the lab cluster: etcd installed, the binaries
+    built or found in the cache. Prints the binaries' directory."""
     del argv  # no options yet
     try:
+        ensure_runtime_packages()
         path = ensure_binaries()
     except KubeBuildError as exc:
         print(f"kube-build: error: {exc}", file=sys.stderr)

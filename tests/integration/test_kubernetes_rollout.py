@@ -11,7 +11,7 @@ import pytest
 from helpers.run import run_inprocess
 
 from engine.actions.kubernetes.rollout import rollout_state
-from engine.lab.kube_api import MERGE_PATCH
+from engine.lab.kube_api import MERGE_PATCH, KubeApiError
 from engine.lab.kube_kubelet import IGNORE_ANNOTATION, ready_status
 
 NS = "rollout"
@@ -48,8 +48,12 @@ def mark_pods_ready(kube_api, app: str) -> int:
     """Play kubelet for the pods of ``app`` that exist now; how many were marked."""
     pods = kube_api.api("GET", f"/api/v1/namespaces/{NS}/pods?labelSelector=app={app}")["items"]
     for pod in pods:
-        kube_api.api("PATCH", f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}/status",
-                     {"status": ready_status(pod)}, MERGE_PATCH)
+        try:
+            kube_api.api("PATCH", f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}/status",
+                         {"status": ready_status(pod)}, MERGE_PATCH)
+        except KubeApiError as exc:
+            if exc.status != 404:  # a pod the controller deleted meanwhile
+                raise
     return len(pods)
 
 
