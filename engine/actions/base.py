@@ -76,12 +76,13 @@ class Context:
         return left if default is None else min(left, default)
 
     # --- expressions in the step's scope (for assert-like actions) ---
-    def evaluate(self, expression) -> bool:
-        """Truth of a bare expression in the current step's variable scope."""
+    def evaluate(self, expression, extra: dict | None = None) -> bool:
+        """Truth of a bare expression in the current step's variable scope, with the
+        names in ``extra`` added (e.g. ``object``: what a wait action just read)."""
         evaluator = getattr(self._local, "evaluator", None)
         if evaluator is None:
             raise RuntimeError("no step is running in this thread")
-        return evaluator(expression)
+        return evaluator(expression, extra) if extra else evaluator(expression)
 
     def bind_step(self, deadline: float | None, evaluator, step=None, ref=None,
                   target: dict | None = None, variables: dict | None = None) -> None:
@@ -182,7 +183,10 @@ class Action:
     idempotent: ClassVar[bool] = False
 
     def plan(self, args: dict, ctx: Context) -> str:
-        """One line: what ``run()`` would change. May use read-only look-ups."""
+        """One line: what ``run()`` would change. May use read-only look-ups. A line
+        starting ``no change`` says it would change nothing (then a rehearsal lets later
+        read-only steps on the same things run); an ActionError says the service
+        refused (a finding of the rehearsal)."""
         shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
         return f"{self.name} {shown}".strip()
 

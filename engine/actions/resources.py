@@ -75,12 +75,18 @@ def http_key(url: str) -> str:
 
 
 def overlaps(a: str, b: str) -> bool:
-    """Whether two keys name the same thing (a file and its sidecar ``.sha256`` too)."""
+    """Whether two keys name the same thing (a file and its sidecar ``.sha256`` too). A key
+    ending in ``/*`` names everything under its prefix (``k8s:prod/production/Pod/*``: the
+    pods a label selector picks)."""
     if a == b:
         return True
     if a.startswith("file:") and b.startswith("file:"):
         return _within(a, b) or _within(b, a)
-    return False
+    return _under_wildcard(a, b) or _under_wildcard(b, a)
+
+
+def _under_wildcard(key: str, wildcard: str) -> bool:
+    return wildcard.endswith("/*") and key.startswith(wildcard[:-1])
 
 
 def _within(path: str, other: str) -> bool:

@@ -166,7 +166,9 @@ class ConsoleReporter:
         self._line("skipped", f"{self._label(event)} — {event.data.get('reason', '')}")
 
     def on_step_planned(self, event: Event) -> None:
-        if event.data.get("conditional"):
+        if event.data.get("finding"):
+            status = "finding"  # the service refused the plan: it would fail for real
+        elif event.data.get("conditional"):
             status = "would run if"
         elif event.data.get("mutates", True):
             status = "would change"

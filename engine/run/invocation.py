@@ -22,6 +22,9 @@ from engine.unknowns import UNKNOWN_MARK, Unknown, UnknownValue, contains_unknow
 
 HIDDEN = "<hidden: no_log>"
 SENSITIVE = "***"
+#: how a plan says its step would change nothing (``no change: already 5``): later
+#: read-only steps on the same things then see the real state and run
+NO_CHANGE = "no change"
 
 
 class StepFailed(Exception):
@@ -72,11 +75,13 @@ class Invocation:
         finding = None
         if reason == UNKNOWN_ARGS:
             line = f"{describe_args(step.action, args)} ({UNKNOWN_ARGS})"
-        else:
-            try:  # a no_log step's plan still runs its pre-flight look-ups, shown hidden
-                line = self.plan_line(action, args, step)
-            except ActionError as exc:  # found before the incident: a finding, still planned
-                line, finding = f"{step.action}: {exc}", str(exc)
+        else:  # a no_log step's plan still runs its pre-flight look-ups, shown hidden
+            line, refusal = self.plan_or_refusal(action, args, step)
+            if refusal is not None:
+                finding = self._finding_of(line, refusal, touched)
+                if finding is None:
+                    line = (f"{line} (may hold after '{self.rt.policy.changed_by(touched)}', "
+                            "which this rehearsal only plans)")
         if step.no_log:
             line = f"{step.action} {HIDDEN}"
             finding = finding and f"pre-flight probe failed, details {HIDDEN}"
@@ -85,7 +90,7 @@ class Invocation:
             self.rt.policy.record_finding(step, finding, where)
         if reason and reason != UNKNOWN_ARGS:
             line = f"{reason}: {line}"
-        if mutates:
+        if mutates and not line.startswith(NO_CHANGE):
             self.rt.policy.record_change(step, touched)
         unknown = first_unknown_text(args) if reason == UNKNOWN_ARGS else None
         return self.handle_planned(step, ref, line, unknown, mutates, shown, finding)
@@ -93,8 +98,18 @@ class Invocation:
     def bind(self, step: Step, ref: dict, scope: dict, deadline: float | None) -> None:
         """Tell the context which step runs in this thread: its deadline, the scope its
         expressions see, the target it acts on and its variables."""
-        self.rt.ctx.bind_step(deadline, lambda expr: self.rt.templar.truth(expr, scope), step,
-                              ref, self.rt.target_settings(ref), scope)
+        def evaluate(expression, extra: dict | None = None) -> bool:
+            return self.rt.templar.truth(expression, {**scope, **extra} if extra else scope)
+
+        self.rt.ctx.bind_step(deadline, evaluate, step, ref, self.rt.target_settings(ref), scope)
+
+    def _finding_of(self, line: str, refusal: str, touched: set[str]) -> str | None:
+        """A plan the service refused (a 404, a forbidden namespace, an invalid field) is a
+        finding before the incident — unless an earlier planned step changes what this one
+        touches (it creates the object, say): then only the real run can tell."""
+        if self.rt.policy.changed_by(touched) is not None:
+            return None
+        return refusal
 
     def _touched(self, action, args) -> set[str]:
         try:
@@ -146,19 +161,23 @@ class Invocation:
                                  if args.get(k) not in (None, ""))
 
     def plan_line(self, action, args, step: Step) -> str:
-        """What the action would do. A plan that finds a problem (the service refuses the
-        change, an object is missing) raises ``ActionError``: in a rehearsal, a finding."""
+        """What the action would do (a refused plan shows the service's answer)."""
+        return self.plan_or_refusal(action, args, step)[0]
+
+    def plan_or_refusal(self, action, args, step: Step) -> tuple[str, str | None]:
+        """The plan line, and the refusal's text when the plan found a problem (an
+        ``ActionError``: the service refuses the change, an object is missing)."""
         try:
             with self.rt.interruptible():  # a plan may do slow read-only look-ups
-                return one_line(action.plan(args, self.rt.ctx))
+                return one_line(action.plan(args, self.rt.ctx)), None
         except KnownOnlyAtRunTime as exc:
-            return f"{step.action}: {exc}"
+            return f"{step.action}: {exc}", None
         except UnknownValue as unknown:
-            return f"{step.action}: needs {unknown.unknown}, known only at run time"
-        except ActionError:
-            raise
+            return f"{step.action}: needs {unknown.unknown}, known only at run time", None
+        except ActionError as exc:
+            return f"{step.action}: {one_line(str(exc))}", one_line(str(exc))
         except Exception as exc:  # a plan must never end a rehearsal
-            return f"{step.action} (plan unavailable: {type(exc).__name__})"
+            return f"{step.action} (plan unavailable: {type(exc).__name__})", None
 
     # --- attempts ---
     def _attempts(self, step: Step, ref: dict, action, args, scope: dict) -> Any:

@@ -41,6 +41,9 @@ class LiveRun:
     def record_change(self, step, touched: set[str]) -> None:
         pass
 
+    def changed_by(self, touched: set[str]) -> str | None:
+        return None
+
     def asks_operator(self) -> bool:
         return True
 
