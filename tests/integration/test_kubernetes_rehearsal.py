@@ -175,7 +175,7 @@ steps:
     findings = dry.handle.outcome.findings
     assert [f["step"] for f in findings] == ["typo"]
     assert 'configmaps "backend-confg" not found (HTTP 404 Not Found)' in findings[0]["message"]
-    assert dry.end("typo").data["finding"] is True
+    assert "not found" in dry.end("typo").data["finding"]
     assert dry.handle.outcome.exit_code == 1
 
 
