@@ -220,18 +220,41 @@ def invocation_key(step: dict) -> str:
 
 def _compare(result: DrillResult) -> None:
     """Every executed change was planned, in order; every unconditional plan was executed."""
-    required = [p for p in result.planned if not p.startswith("?")]
-    maybe = {p[1:] for p in result.planned if p.startswith("?")}
-    unplanned = [e for e in result.executed if e not in required and e not in maybe
-                 and e.split("#")[0] not in maybe]
-    missing = [p for p in required if p not in result.executed]
-    order = [e for e in result.executed if e in required]
+    for problem in compare_changes(result.planned, result.executed):
+        result.fail(problem)
+
+
+def compare_changes(planned: list[str], executed: list[str]) -> list[str]:
+    """What differs between planned and executed changes (nothing: the plan told the truth).
+    A plan entry marked ``?`` (conditional) may or may not run; one without an item or
+    target (a loop over a list only the run knows) covers every item the run executes."""
+    required = [p for p in planned if not p.startswith("?")]
+    every = [p.lstrip("?") for p in planned]
+    unplanned = [e for e in executed if not any(covers(p, e) for p in every)]
+    missing = [p for p in required if not any(covers(p, e) for e in executed)]
+    problems = []
     if unplanned:
-        result.fail("executed but not in the plan: " + ", ".join(unplanned))
+        problems.append("executed but not in the plan: " + ", ".join(unplanned))
     if missing:
-        result.fail("planned but not executed: " + ", ".join(missing))
-    if not unplanned and not missing and order != required:
-        result.fail(f"executed in another order than planned: {order} vs {required}")
+        problems.append("planned but not executed: " + ", ".join(missing))
+    if not unplanned and not missing and _order(required, executed) != required:
+        problems.append(f"executed in another order than planned: {executed} vs {required}")
+    return problems
+
+
+def covers(plan: str, executed: str) -> bool:
+    """Whether a plan entry stands for an executed invocation (``each`` covers ``each#2``)."""
+    return executed == plan or executed.startswith(plan + "#") or executed.startswith(plan + "@")
+
+
+def _order(required: list[str], executed: list[str]) -> list[str]:
+    """The required plan entries in the order the run first executed them."""
+    seen: list[str] = []
+    for key in executed:
+        for plan in required:
+            if plan not in seen and covers(plan, key):
+                seen.append(plan)
+    return seen
 
 
 # --- the record ---
