@@ -19,6 +19,7 @@ import yaml
 
 from engine.errors import EngineError, UsageError
 from engine.journal import events as ev
+from engine.journal.replay import step_key
 from engine.run.options import RunOptions
 from engine.run.prepare import RunRequest
 from engine.run.start import start_run
@@ -186,7 +187,7 @@ def planned_changes(events) -> list[str]:
     for event in events:
         if event.type == ev.STEP_PLANNED and event.data.get("mutates"):
             mark = "?" if event.data.get("conditional") else ""
-            out.append(mark + invocation_key(event.step))
+            out.append(mark + step_key(event.step))
     return out
 
 
@@ -195,7 +196,7 @@ def executed_changes(events) -> list[str]:
     out: list[str] = []
     for event in events:
         if event.type == ev.STEP_STARTED and event.data.get("mutates"):
-            key = invocation_key(event.step)
+            key = step_key(event.step)
             if key not in out:
                 out.append(key)
     return out
@@ -207,15 +208,6 @@ def run_end(events) -> dict:
         if event.type in ev.RUN_ENDS:
             return event.data
     return {}
-
-
-def invocation_key(step: dict) -> str:
-    key = step["id"]
-    if "target" in step:
-        key += f"@{step['target']}"
-    if "item" in step:
-        key += f"#{step['item']}"
-    return key
 
 
 def _compare(result: DrillResult) -> None:
