@@ -83,10 +83,9 @@ def cluster_for(ctx) -> "KubeCluster":
 
 
 class KubeCluster:
-    """The API and dynamic clients of one cluster, opened on first use.
-
-    Opening reads the kubeconfig and talks to nobody; discovery happens when a
-    kind is first looked up. ``close()`` releases the connection pool.
+    """The API and dynamic clients of one cluster, opened on first use: the kubeconfig
+    read, the connection made and the server's API groups listed (each group's kinds
+    are fetched when first looked up). ``close()`` releases the connection pool.
     """
 
     def __init__(self, settings: ClusterSettings, cache_dir: Path | None = None) -> None:
