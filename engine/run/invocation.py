@@ -91,7 +91,7 @@ class Invocation:
         if reason and reason != UNKNOWN_ARGS:
             line = f"{reason}: {line}"
         if mutates and not line.startswith(NO_CHANGE):
-            self.rt.policy.record_change(step, touched)
+            self.rt.policy.record_change(step, touched, ref.get("name"))
         unknown = first_unknown_text(args) if reason == UNKNOWN_ARGS else None
         return self.handle_planned(step, ref, line, unknown, mutates, shown, finding)
 

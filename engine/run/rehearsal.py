@@ -38,7 +38,7 @@ class LiveRun:
         read-only step is planned)."""
         return None
 
-    def record_change(self, step, touched: set[str]) -> None:
+    def record_change(self, step, touched: set[str], name: str | None = None) -> None:
         pass
 
     def changed_by(self, touched: set[str]) -> str | None:
@@ -95,10 +95,11 @@ class Rehearsal(LiveRun):
             return f"would check after '{changed}' (which this rehearsal only plans)"
         return None
 
-    def record_change(self, step, touched: set[str]) -> None:
-        """A planned change: later read-only steps on the same things are planned too."""
+    def record_change(self, step, touched: set[str], name: str | None = None) -> None:
+        """A planned change: later read-only steps on the same things are planned too.
+        ``name``: the step's rendered name (a templated name says which object it is)."""
         with self._lock:
-            self._changed.append((step.label, set(touched)))
+            self._changed.append((name or step.label, set(touched)))
 
     def changed_by(self, touched: set[str]) -> str | None:
         """The latest planned step that changes something ``touched`` names."""
