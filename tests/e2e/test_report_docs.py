@@ -43,8 +43,9 @@ def test_markdown_report_lists_steps_statuses_and_checks(tmp_path):
     md = cli(tmp_path, "report", "rep", "--state-dir", "s").stdout
     assert md.startswith("# Run rep: Reported")
     assert "- **Status:** failed" in md and "by ivy" in md
-    assert "| failed | Breaks | 1 |" in md and "exited with rc=3: boom" in md
-    assert "out.stdout == 'ok': passed" in md
+    # the timeline row: start | end | step | status | attempts | ...
+    assert "| Breaks | failed | 1 |" in md and "exited with rc=3: boom" in md
+    assert "verify `out.stdout == 'ok'`: passed" in md
     assert "tok-very-secret-123" not in md
 
 
@@ -53,7 +54,8 @@ def test_json_report_is_machine_readable(tmp_path):
     report = json.loads(cli(tmp_path, "report", "rep", "--state-dir", "s", "--format", "json").stdout)
     assert report["run"]["status"] == "failed"
     assert [s["status"] for s in report["steps"]] == ["changed", "changed", "failed"]
-    assert report["operators"] == ["ivy"]
+    assert [o["name"] for o in report["operators"]] == ["ivy"]
+    assert report["operators"][0]["identity"] == "unverified"  # no signed approvals yet
 
 
 def test_junit_report_counts_failures_for_ci(tmp_path):
@@ -68,7 +70,8 @@ def test_junit_report_counts_failures_for_ci(tmp_path):
 def test_html_report_escapes_and_masks(tmp_path):
     failed_run(tmp_path)
     page = cli(tmp_path, "report", "rep", "--state-dir", "s", "--format", "html").stdout
-    assert page.startswith("<!doctype html>") and "<table>" in page
+    assert page.startswith("<!doctype html>") and 'id="verification"' in page
+    assert "Breaks" in page and "exited with rc=3: boom" in page
     assert "tok-very-secret-123" not in page
     assert "&gt;&amp;2" not in page or "boom" in page
 

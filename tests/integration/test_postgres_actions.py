@@ -297,7 +297,8 @@ def scratch_db(pg_lab, superuser):
 
 def test_restore_restores_a_good_dump_into_an_empty_database(good_dump, scratch_db, ctx):
     result = Restore().run({"dsn": scratch_db, "path": str(good_dump)}, ctx)
-    assert result.changed and result.data["tables"] == 2 and result.data["elapsed"] >= 0
+    # users, orders and the lab app's heartbeat table: the dump holds every table
+    assert result.changed and result.data["tables"] == 3 and result.data["elapsed"] >= 0
     assert users_count(ctx, scratch_db) == 50
 
 
@@ -324,7 +325,7 @@ def test_restore_refuses_a_dump_without_checksum(good_dump, scratch_db, ctx):
     with pytest.raises(ActionError, match="checksum file .* is missing"):
         Restore().run({"dsn": scratch_db, "path": str(good_dump)}, ctx)
     result = Restore().run({"dsn": scratch_db, "path": str(good_dump), "verify_checksum": False}, ctx)
-    assert result.data["tables"] == 2
+    assert result.data["tables"] == 3
 
 
 def test_restore_of_a_plain_dump_explains_how(pg_lab, scratch_db, ctx, tmp_path):
@@ -347,7 +348,7 @@ def test_directory_dump_in_parallel_round_trips(seeded_lab, scratch_db, ctx, tmp
 
 def test_restore_plan_says_what_would_happen(good_dump, pg_lab, ctx):
     plan = Restore().plan({"dsn": pg_lab["primary"]["dsn"], "path": str(good_dump), "clean": True}, ctx)
-    assert plan.startswith(f"pg_restore --clean {good_dump} (2 tables) into postgresql://erp@")
+    assert plan.startswith(f"pg_restore --clean {good_dump} (3 tables) into postgresql://erp@")
     assert plan.endswith("checksum verified first")
     missing = Restore().plan({"dsn": pg_lab["primary"]["dsn"], "path": "/nowhere/x.dump"}, ctx)
     assert "(dump not found yet)" in missing
