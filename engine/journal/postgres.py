@@ -80,6 +80,11 @@ _LIVE_HOLDERS = """
     FROM runbook_holders h JOIN pg_locks l ON l.pid = h.backend_pid
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+# Holders that were alive when the server last went down, within their lease.
+_RESTART_SURVIVORS = """
+    SELECT run_id, operator, host, pid FROM runbook_holders
+    WHERE heartbeat > now() - make_interval(secs => %s)
+      AND heartbeat < pg_postmaster_start_time()"""
 _FIRST_AND_LAST = """
     SELECT f.run_id, f.line, l.line
     FROM (SELECT DISTINCT ON (run_id) run_id, line FROM runbook_events {where}
@@ -230,12 +235,19 @@ class PostgresStore:
         return f"operator {operator} on host {host} (pid {pid})"
 
     def _live_holders(self, run_id: str | None = None) -> dict[str, tuple[str, str, int]]:
-        """{run_id: (operator, host, pid)} of the runs a live process holds now."""
+        """{run_id: (operator, host, pid)} of the runs a live process holds now — also a
+        holder whose heartbeat was fresh when the server restarted: it is re-taking its
+        lock from a new connection (the same lease a newcomer respects)."""
         sql, params = _LIVE_HOLDERS, ()
         if run_id is not None:
             sql, params = sql + " AND h.run_id = %s", (run_id,)
         rows = self._query(sql, params)
-        return {r[0]: (r[1], r[2], r[3]) for r in rows if _lock_parts(r[0]) == (r[4], r[5])}
+        live = {r[0]: (r[1], r[2], r[3]) for r in rows if _lock_parts(r[0]) == (r[4], r[5])}
+        survivors = self._query(_RESTART_SURVIVORS + (" AND run_id = %s" if run_id else ""),
+                                (LEASE, run_id) if run_id else (LEASE,))
+        for run, operator, host, pid in survivors:
+            live.setdefault(run, (operator, host, pid))
+        return live
 
     # --- helpers ---
 
