@@ -60,7 +60,8 @@ class Invocation:
         shown = shown_args(step, cls, args)
         action = cls()
         self.bind(step, ref, scope, None)  # a plan reads the step's target and variables too
-        touched = self._touched(action, args)
+        # only a rehearsal compares what steps touch: a live run never pays for it
+        touched = self._touched(action, args) if self.rt.policy.tracks_changes else set()
         reason = self.rt.policy.plan_reason(step, mutates, args, touched, cls.sets_facts)
         if reason is not None:
             return self._plan(step, ref, action, args, shown, mutates, reason, touched)

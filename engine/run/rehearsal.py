@@ -27,6 +27,8 @@ class LiveRun:
     """Everything runs; failures are failures."""
 
     dry_run = False
+    #: whether it needs each invocation's resource keys (``Action.touches``)
+    tracks_changes = False
 
     def __init__(self) -> None:
         self.findings: list[dict] = []
@@ -71,6 +73,7 @@ class Rehearsal(LiveRun):
     """``--dry-run``: probes run, changes are planned, failed probes are findings."""
 
     dry_run = True
+    tracks_changes = True
 
     def __init__(self, strict: bool = False, estimator: Estimator | None = None) -> None:
         super().__init__()
